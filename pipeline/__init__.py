@@ -1,0 +1,1 @@
+"""Building blocks: no knowledge of the CLI, DVC or of any stage."""

@@ -1,0 +1,1 @@
+"""One module per pipeline stage. Stages call building blocks, never each other's internals."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real data in ``../shared/data`` (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VQA_PIPE_SHARED", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+NO_SHARED = f"real test data not found at {SHARED_DATA} (set VQA_PIPE_SHARED to its parent)"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real data folder; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(NO_SHARED)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sample_videos(shared_data: Path) -> dict[str, dict]:
+    """``samples.csv`` rows keyed by file name, each with an absolute ``path``."""
+    folder = shared_data / "videos"
+    with open(folder / "samples.csv", newline="") as fh:
+        rows = {row["file"]: dict(row, path=folder / row["file"]) for row in csv.DictReader(fh)}
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_video(sample_videos) -> Path:
+    """The 192x144 Kinetics clip, smaller than one CLIP window."""
+    return sample_videos["kinetics_FEQ-gdkTN4Q_000008_000018.mp4"]["path"]
+
+
+@pytest.fixture(scope="session")
+def portrait_video(sample_videos) -> Path:
+    """The 406x720 portrait LSVQ clip."""
+    return sample_videos["lsvq_1724.mp4"]["path"]

@@ -1,0 +1,3 @@
+from vqa_pipe.cli import main
+
+main()
