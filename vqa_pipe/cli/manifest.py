@@ -1,0 +1,114 @@
+"""``vqa-pipe manifest``: build and check manifest CSVs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vqa_pipe.pipeline.datasets import list_datasets
+from vqa_pipe.pipeline.manifest import MOS_SCALES, ManifestError
+
+
+@click.group("manifest")
+def manifest_group() -> None:
+    """Build manifests (video id, path, MOS) from datasets' label files."""
+
+
+@manifest_group.command("build")
+@click.argument("dataset", type=click.Choice(list_datasets()))
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder; label paths are relative to it.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Label file (FAST-VQA labels.txt or the metadata CSV). Default: the dataset's "
+    "usual file under --root (see `vqa-pipe manifest datasets`).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Manifest CSV to write.",
+)
+@click.option("--allow-missing", is_flag=True, help="Drop videos whose file is missing.")
+@click.option("--drop-nan", is_flag=True, help="Drop rows whose MOS is NaN.")
+@click.option(
+    "--no-check-files",
+    is_flag=True,
+    help="Do not look for the video files (build before the data is copied).",
+)
+@click.option(
+    "--mos-scale",
+    type=click.Choice(list(MOS_SCALES)),
+    help="MOS scale of a `csv` dataset (inferred from the values by default).",
+)
+def build_command(
+    dataset: str,
+    root: Path,
+    labels: Path | None,
+    out: Path,
+    allow_missing: bool,
+    drop_nan: bool,
+    no_check_files: bool,
+    mos_scale: str | None,
+) -> None:
+    """Write the manifest of DATASET (videos under --root) to --out."""
+    from vqa_pipe.stages.manifest import ManifestParams, run
+
+    try:
+        report = run(
+            ManifestParams(
+                dataset=dataset,
+                root=root,
+                out=out,
+                labels=labels,
+                allow_missing=allow_missing,
+                drop_nan=drop_nan,
+                check_files=not no_check_files,
+                mos_scale=mos_scale,
+            )
+        )
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(report.summary())
+
+
+@manifest_group.command("datasets")
+def datasets_command() -> None:
+    """List the datasets and the label files looked for under --root."""
+    from vqa_pipe.pipeline.datasets import get_dataset
+
+    for name in list_datasets():
+        spec = get_dataset(name)
+        click.echo(f"{name:16s} {spec.title}")
+        click.echo(f"{'':16s} label files: {', '.join(spec.label_files)}")
+
+
+@manifest_group.command("check")
+@click.argument("manifest", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def check_command(manifest: Path) -> None:
+    """Validate MANIFEST and report video files that are missing (exit 1 if any)."""
+    from vqa_pipe.pipeline.manifest import find_missing, read_manifest
+
+    try:
+        rows = read_manifest(manifest)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from None
+    missing = find_missing(rows)
+    scales = sorted({row.mos_scale for row in rows if row.mos_scale})
+    click.echo(
+        f"{manifest}: {len(rows)} videos, {sum(r.mos is not None for r in rows)} with MOS"
+        + (f" (scale {', '.join(scales)})" if scales else "")
+    )
+    if missing:
+        listed = "\n  ".join(f"{row.video_id}: {row.path}" for row in missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise click.ClickException(f"{len(missing)} video file(s) missing:\n  {listed}{more}")
+
+
+COMMANDS = [manifest_group]
