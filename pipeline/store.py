@@ -207,6 +207,34 @@ class FeatureStore:
         self._meta["branches"] = branches
         self._group.attrs[_ROOT_KEY] = self._meta
 
+    def put_branch_array(self, branch: str, name: str, data: np.ndarray) -> None:
+        """Store a branch-wide array (e.g. the prompts' text embeddings) under ``meta/<branch>/``.
+
+        Writing again must give the same values: a store never silently changes meaning.
+        """
+        self._require_writable()
+        data = np.asarray(data)
+        key = f"meta/{branch}/{name}"
+        try:
+            old = np.asarray(self._group[key][...])
+        except KeyError:
+            old = None
+        if old is not None:
+            if old.shape != data.shape or not np.allclose(old, data, atol=1e-4):
+                raise StoreError(f"{self.path}: '{key}' already holds different values")
+            return
+        import zarr
+
+        group = zarr.open_group(str(self.path), path=f"meta/{branch}", mode="a", zarr_format=3)
+        self._write_array(group, name, data)
+
+    def branch_array(self, branch: str, name: str) -> np.ndarray:
+        """A branch-wide array written with :meth:`put_branch_array`."""
+        try:
+            return np.asarray(self._group[f"meta/{branch}/{name}"][...])
+        except KeyError:
+            raise StoreError(f"{self.path} has no '{name}' for '{branch}'") from None
+
     @property
     def random_weights(self) -> bool:
         """True when any branch was extracted with random (untrained) weights."""

@@ -20,7 +20,7 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("manifest", "extract", "inspect", "weights", "demo", "features", "train"):
+    for name in ("manifest", "extract", "demo", "features", "train"):
         try:
             module = importlib.import_module(f"vqa_pipe.cli.{name}")
         except ModuleNotFoundError as err:

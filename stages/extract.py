@@ -1,0 +1,241 @@
+"""Stage one: decode every video of a manifest once and feed the extraction branches.
+
+Resumable and failure-tolerant: videos are processed part by part (see ``pipeline.store``);
+a part already complete for every branch is skipped; a video that fails (bad file, decoder
+timeout, a model error) is recorded as failed with its reason and the run goes on; a part is
+written whole when its last video is through, so a crash loses at most the part in flight.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqa_pipe.pipeline.branches import Branch, UnionPlan, check_arrays, run_branches
+from vqa_pipe.pipeline.manifest import read_manifest
+from vqa_pipe.pipeline.store import FeatureStore
+
+RANDOM_WEIGHTS_BANNER = (
+    "WARNING: RANDOM WEIGHTS. These features come from untrained models: "
+    "they exercise the pipeline but say nothing about video quality."
+)
+
+
+@dataclass
+class ExtractSummary:
+    """What one extraction run did."""
+
+    store: Path
+    total: int = 0
+    done: list[str] = field(default_factory=list)
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    random_weights: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True unless there was work to do and none of it succeeded."""
+        return bool(self.done) or (not self.failed)
+
+    def lines(self) -> list[str]:
+        rate = len(self.done) / self.seconds if self.seconds > 0 else 0.0
+        out = []
+        if self.random_weights:
+            out.append(RANDOM_WEIGHTS_BANNER)
+        out.append(
+            f"store {self.store}: {len(self.done)} extracted, {self.skipped} already done (skipped), "
+            f"{len(self.failed)} failed, of {self.total} videos in {self.seconds:.1f} s "
+            f"({rate:.2f} videos/s)"
+        )
+        for vid, reason in self.failed.items():
+            out.append(f"  failed {vid}: {reason}")
+        return out
+
+
+@dataclass
+class _PartWork:
+    part: int
+    branches: list[Branch]  # branches this part still needs
+    keep: dict[str, dict[str, dict]]  # branch -> video id -> arrays already in the store
+    todo: list[str]  # videos to decode
+    results: dict[str, dict[str, dict | str]] = field(default_factory=dict)
+
+
+def _plan_parts(
+    store: FeatureStore, branches: Sequence[Branch], retry_failed: bool
+) -> list[_PartWork]:
+    work = []
+    for part in range(store.n_parts):
+        ids = store.part_ids(part)
+        need, keep = [], {}
+        for branch in branches:
+            if not store.part_complete(branch.name, part):
+                need.append(branch)
+                keep[branch.name] = {}
+            elif retry_failed and store.part_failed_ids(branch.name, part):
+                need.append(branch)
+                done = [v for v in ids if v not in set(store.part_failed_ids(branch.name, part))]
+                arrays = list(store.arrays(branch.name))
+                per_array = {a: store.read(branch.name, a, done) for a in arrays}
+                keep[branch.name] = {v: {a: per_array[a][v] for a in arrays} for v in done}
+        if not need:
+            continue
+        todo = [v for v in ids if any(v not in keep[b.name] for b in need)]
+        work.append(_PartWork(part, need, keep, todo, {b.name: dict(keep[b.name]) for b in need}))
+    return work
+
+
+def build_branches(
+    names: Sequence[str],
+    *,
+    clip_model: str = "ViT-B-32",
+    clip_pretrained: str | None = None,
+    random_weights: bool = False,
+    grid: tuple[int, int] = (3, 3),
+    window_fit: str = "native",
+    softmax: str = "per_set",
+    prompts: str = "default",
+    fps: float | None = 2.0,
+    max_frames: int | None = 64,
+    batch_windows: int = 288,
+    swin_weights: str | Path | None = None,
+    spatial_clips: int = 4,
+    spatial_maps: bool = True,
+    device: str = "cpu",
+) -> list[Branch]:
+    """Build the named branches (``semantic``, ``spatial``) with their models loaded."""
+    branches: list[Branch] = []
+    for name in names:
+        if name == "semantic":
+            from vqa_pipe.pipeline.clip_model import load_clip
+            from vqa_pipe.pipeline.decode import FrameSampling
+            from vqa_pipe.pipeline.prompts import load_prompts
+            from vqa_pipe.pipeline.semantic_branch import SemanticBranch
+
+            clip = load_clip(clip_model, clip_pretrained, random_weights=random_weights, device=device)
+            branches.append(
+                SemanticBranch(
+                    clip,
+                    load_prompts(prompts),
+                    FrameSampling(fps=fps, max_frames=max_frames),
+                    grid=grid,
+                    window_fit=window_fit,
+                    softmax=softmax,
+                    batch_windows=batch_windows,
+                )
+            )
+        elif name == "spatial":
+            from vqa_pipe.pipeline.spatial_branch import SpatialBranch
+
+            branches.append(
+                SpatialBranch(
+                    weights=swin_weights,
+                    random_weights=random_weights,
+                    n_clips=spatial_clips,
+                    store_maps=spatial_maps,
+                    device=device,
+                )
+            )
+        else:
+            raise ValueError(f"unknown branch '{name}'; choose from semantic, spatial")
+    return branches
+
+
+def run_extract(
+    manifest: str | Path,
+    store_path: str | Path,
+    branches: Sequence[Branch],
+    *,
+    part_size: int = 32,
+    timeout_s: float = 120.0,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> ExtractSummary:
+    """Extract every branch's features for the videos of a manifest into a feature store.
+
+    Args:
+        manifest: manifest CSV (see ``pipeline.manifest``).
+        store_path: the Zarr store to create or resume.
+        branches: extraction branches (semantic, spatial); decoded once for all of them.
+        part_size: videos per store part (the unit of writing and of resuming).
+        timeout_s: a video whose decoder gives no frame for this long fails with a timeout.
+        retry_failed: redo videos recorded as failed (done videos of their parts are kept).
+        limit: only the first ``limit`` videos of the manifest (a quick look).
+    """
+    from vqa_pipe.pipeline.decode import decode_in_background
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if not branches:
+        raise ValueError("no extraction branch selected")
+    rows = read_manifest(manifest)
+    if limit is not None:
+        rows = rows[:limit]
+    paths = {row.video_id: str(row.path) for row in rows}
+    store = FeatureStore.create_or_open(store_path, list(paths), part_size=part_size)
+    for branch in branches:
+        store.ensure_branch(branch.name, branch.config())
+        text = getattr(branch, "text_embeddings", None)
+        if text is not None:
+            store.put_branch_array(branch.name, "text_embeddings", text)
+
+    summary = ExtractSummary(
+        store=Path(store_path),
+        total=len(paths),
+        random_weights=any(b.random_weights for b in branches),
+    )
+    if summary.random_weights:
+        log(RANDOM_WEIGHTS_BANNER)
+    work = _plan_parts(store, branches, retry_failed)
+    n_todo = sum(len(w.todo) for w in work)
+    summary.skipped = len(paths) - n_todo
+    start = time.perf_counter()
+    if n_todo:
+        plan = UnionPlan(tuple(b.plan() for b in branches))
+        owner = {vid: w for w in work for vid in w.todo}
+        bar = _progress_bar(n_todo, progress)
+        stream = decode_in_background(
+            [(vid, paths[vid]) for w in work for vid in w.todo], plan, timeout_s=timeout_s
+        )
+        try:
+            for video in stream:
+                w = owner[video.key]
+                need = [b for b in w.branches if video.key not in w.keep[b.name]]
+                try:
+                    if video.info is None:
+                        raise RuntimeError(getattr(video, "error", None) or "could not open the video")
+                    arrays = run_branches(video.info, video.frames, need, video.key)
+                    for name, result in arrays.items():
+                        check_arrays(name, result)
+                except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
+                    reason = f"{type(err).__name__}: {err}"
+                    summary.failed[video.key] = reason
+                    for branch in need:
+                        w.results[branch.name][video.key] = reason
+                    bar.set_postfix_str(f"{len(summary.failed)} failed", refresh=False)
+                else:
+                    summary.done.append(video.key)
+                    for name, result in arrays.items():
+                        w.results[name][video.key] = result
+                bar.update(1)
+                if all(v in w.results[b.name] for b in w.branches for v in store.part_ids(w.part)):
+                    for branch in w.branches:
+                        store.write_part(branch.name, w.part, w.results[branch.name])
+                    w.results.clear()  # free the part's arrays
+        finally:
+            stream.close()
+            bar.close()
+        store.consolidate()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="video", desc="extract", disable=not enabled, dynamic_ncols=True)
