@@ -1,0 +1,108 @@
+"""The feature store: parts, offsets, status, resume guarantees, config refusal, plain-zarr reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from vqa_pipe.pipeline.store import FeatureStore, StoreError
+
+IDS = [f"v{i}" for i in range(5)]
+
+
+def _rows(n: int, value: float) -> dict:
+    return {"x": np.full((n, 4), value, np.float32), "t": np.arange(n, dtype=np.float32)}
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = FeatureStore.create_or_open(tmp_path / "s.zarr", IDS, part_size=2)
+    s.ensure_branch("semantic", {"model": "m", "grid": [3, 3]})
+    return s
+
+
+def test_parts_offsets_and_status(store):
+    store.write_part("semantic", 0, {"v0": _rows(3, 0.0), "v1": "DecodeError: corrupt"})
+    store.write_part("semantic", 1, {"v2": _rows(2, 2.0), "v3": _rows(1, 3.0)})
+    status = store.status("semantic")
+    assert [status[v].state for v in IDS] == ["done", "failed", "done", "done", "pending"]
+    assert status["v1"].reason == "DecodeError: corrupt"
+    data = FeatureStore.open(store.path).read("semantic", "x")
+    assert list(data) == ["v0", "v2", "v3"]
+    assert data["v0"].shape == (3, 4) and (data["v3"] == 3.0).all()
+    assert store.arrays("semantic") == {"t": ((), "float32"), "x": ((4,), "float32")}
+
+
+def test_plain_zarr_and_dask_read_the_same_rows(store):
+    store.write_part("semantic", 0, {"v0": _rows(3, 0.0), "v1": _rows(2, 1.0)})
+    store.consolidate()
+    group = zarr.open_group(str(store.path), mode="r")
+    part = group["parts/p000000/semantic"]
+    offsets = part["offsets"][:]
+    assert offsets.tolist() == [0, 3, 5]
+    np.testing.assert_array_equal(part["x"][offsets[1] : offsets[2]], np.full((2, 4), 1.0))
+    # one shard per part array: a single chunk file under c/
+    chunk_files = [p for p in (store.path / "parts/p000000/semantic/x/c").rglob("*") if p.is_file()]
+    assert len(chunk_files) == 1
+    array, slices = FeatureStore.open(store.path).to_dask("semantic", "x")
+    assert array.shape == (5, 4)
+    np.testing.assert_array_equal(array[slices["v1"]].compute(), np.full((2, 4), 1.0))
+
+
+def test_a_part_without_its_status_is_not_complete(store):
+    store.write_part("semantic", 0, {"v0": _rows(1, 0.0), "v1": _rows(1, 1.0)})
+    assert store.part_complete("semantic", 0)
+    # simulate a crash after the arrays but before the status: the part is redone
+    group = zarr.open_group(str(store.path), path="parts/p000000/semantic", mode="a")
+    del group.attrs["status"]
+    assert not store.part_complete("semantic", 0)
+    assert store.status("semantic")["v0"].state == "pending"
+
+
+def test_other_configuration_is_refused_with_the_difference(store):
+    again = FeatureStore.create_or_open(store.path, IDS, part_size=2)
+    again.ensure_branch("semantic", {"model": "m", "grid": [3, 3]})  # same: fine
+    with pytest.raises(StoreError, match=r"grid: \[3, 3\] -> \[2, 2\]"):
+        again.ensure_branch("semantic", {"model": "m", "grid": [2, 2]})
+    with pytest.raises(StoreError, match="part_size=2"):
+        FeatureStore.create_or_open(store.path, IDS, part_size=4)
+    with pytest.raises(StoreError, match="another manifest"):
+        FeatureStore.create_or_open(store.path, ["v9", *IDS], part_size=2)
+
+
+def test_appended_videos_extend_the_store_and_redo_the_last_part(store):
+    store.write_part("semantic", 2, {"v4": _rows(1, 4.0)})
+    assert store.part_complete("semantic", 2)
+    bigger = FeatureStore.create_or_open(store.path, [*IDS, "v5"], part_size=2)
+    assert bigger.n_parts == 3 and bigger.part_ids(2) == ["v4", "v5"]
+    assert not bigger.part_complete("semantic", 2)  # membership changed: redo
+
+
+def test_bad_results_are_refused(store):
+    with pytest.raises(StoreError, match="missing"):
+        store.write_part("semantic", 0, {"v0": _rows(1, 0.0)})
+    with pytest.raises(StoreError, match="row count"):
+        store.write_part("semantic", 0, {"v0": {"x": np.zeros((2, 4)), "t": np.zeros(3)}, "v1": "x"})
+    with pytest.raises(StoreError, match="no 'spatial' features"):
+        store.write_part("spatial", 0, {"v0": _rows(1, 0.0), "v1": "x"})
+    with pytest.raises(StoreError, match="duplicate"):
+        FeatureStore.create_or_open(store.path.parent / "d.zarr", ["a", "a"])
+
+
+def test_refuses_foreign_folders(tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not empty"):
+        FeatureStore.create_or_open(tmp_path / "busy", IDS)
+    with pytest.raises(StoreError, match="no feature store"):
+        FeatureStore.open(tmp_path / "nothing")
+
+
+def test_branch_arrays_cannot_change_meaning(store):
+    emb = np.eye(3, dtype=np.float32)
+    store.put_branch_array("semantic", "text_embeddings", emb)
+    store.put_branch_array("semantic", "text_embeddings", emb)
+    np.testing.assert_array_equal(store.branch_array("semantic", "text_embeddings"), emb)
+    with pytest.raises(StoreError, match="different values"):
+        store.put_branch_array("semantic", "text_embeddings", emb * 2)
