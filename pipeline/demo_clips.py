@@ -32,8 +32,8 @@ the scene, so a model must see through content to score well.
 Files written in ``out_dir``: ``clips/<scene>__<distortion>_<level>.mp4`` (the pristine one is
 ``<scene>__pristine.mp4``; the file stem is the video id), ``labels.csv`` (the generic
 ``path,mos`` form plus ``scene,distortion,level,setting``; ``vqa-pipe manifest build demo
---root out_dir`` reads it), ``manifest.csv`` and ``demo.json`` (the parameters; a folder with
-a complete ``demo.json`` of the same parameters is not generated again).
+--root out_dir`` reads it), the manifest ``demo.csv`` and ``demo.json`` (the parameters; a
+folder with a complete ``demo.json`` of the same parameters is not generated again).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ LEVELS: dict[str, tuple[float, float, float]] = {
 }
 PENALTY: dict[str, float] = {"blur": 0.9, "noise": 0.8, "h264": 1.0, "dark": 0.7, "stutter": 0.6}
 CLIPS_PER_SCENE = 1 + sum(len(levels) for levels in LEVELS.values())
-MANIFEST_NAME = "manifest.csv"
+MANIFEST_NAME = "demo.csv"  # stem = dataset name, as manifests/<dataset>.csv
 LABELS_NAME = "labels.csv"
 PARAMS_NAME = "demo.json"
 _LABEL_COLUMNS = (
