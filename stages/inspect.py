@@ -28,7 +28,11 @@ def describe_store(path: str | Path, *, show_failed: bool = True) -> str:
         config.pop("feature_names", None)
         prompts = config.get("prompts")
         if isinstance(prompts, dict) and "texts" in prompts:
-            config["prompts"] = {**prompts, "texts": f"{len(prompts['texts'])} texts"}
+            config["prompts"] = {
+                **prompts,
+                "texts": f"{len(prompts['texts'])} texts",
+                "sets": dict(Counter(prompts.get("sets", []))),
+            }
         status = store.status(branch)
         counts = Counter(s.state for s in status.values())
         lines.append(f"\n[{branch}] done {counts['done']}, failed {counts['failed']}, "
