@@ -39,7 +39,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from vqa_pipe.pipeline.manifest import (
     MOS_SCALES,
@@ -303,11 +303,13 @@ def _raise_problems(path: Path, problems: Sequence[str], hint: str = "") -> None
 
 def _pick_path(root: Path, candidates: Sequence[str]) -> Path:
     """The first candidate that exists under ``root``, else the first one."""
-    for rel in candidates:
-        path = root / rel
-        if path.is_file():
-            return Path(os.path.normpath(path))
-    return Path(os.path.normpath(root / candidates[0]))
+    base = os.fspath(root)
+    if len(candidates) > 1:
+        for rel in candidates:
+            path = os.path.normpath(os.path.join(base, rel))
+            if os.path.isfile(path):
+                return Path(path)
+    return Path(os.path.normpath(os.path.join(base, candidates[0])))
 
 
 def _infer_scale(path: Path, values: Sequence[float]) -> str:
@@ -405,12 +407,13 @@ def _finish(
 
 
 def _stem(rel: str) -> str:
-    return PurePosixPath(rel.replace("\\", "/")).stem
+    return os.path.splitext(os.path.basename(rel.replace("\\", "/")))[0]
 
 
 def _without_suffix(rel: str) -> str:
-    rel = rel.replace("\\", "/")
-    return str(PurePosixPath(rel).with_suffix("")) if PurePosixPath(rel).suffix else rel
+    head, tail = os.path.split(rel.replace("\\", "/"))
+    stem = os.path.splitext(tail)[0]
+    return f"{head}/{stem}" if head else stem
 
 
 def _either_form(

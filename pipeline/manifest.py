@@ -65,7 +65,8 @@ class ManifestRow:
     n_frames: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+        if not isinstance(self.path, Path):
+            object.__setattr__(self, "path", Path(self.path))
         problem = _row_problem(self)
         if problem:
             raise ManifestError(f"video {self.video_id!r}: {problem}")
