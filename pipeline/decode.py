@@ -1,0 +1,363 @@
+"""Video decoding: probe, frame sampling, streaming frame readers, a killable background decoder.
+
+Frames always come out as C-contiguous ``HxWx3`` uint8 RGB at native resolution,
+whatever the input (yuv420p, 10-bit, gray, odd sizes, portrait).
+
+Backends: ``"auto"`` tries decord first and falls back to PyAV when decord is
+absent, refuses the video (frame count differing from the container's, timestamps
+that do not increase, a rotated stream) or fails or returns a wrong-shaped frame
+mid-way (the remaining frames then come from PyAV). PyAV decodes sequentially from
+the start and is the reference.
+
+Display rotation: honoured. A stream with a display matrix (phone videos) comes
+out the way a player shows it, turned by multiples of 90 degrees; ``VideoInfo``
+reports the displayed ``width``/``height`` and the ``rotation`` applied. Flips and
+angles that are not right angles are ignored. decord 0.6 returns garbage for such
+streams, so rotated videos are always decoded with PyAV.
+
+Frame counts: when a container over-reports its frame count by a few frames (at
+most ``max(3, 2%)``), requested frames past the real end are served by the last
+decoded frame (its ``Frame.index`` tells the truth). A larger shortfall, such as
+a truncated file, is a :class:`DecodeError`.
+
+Hangs: :func:`iter_frames` runs in the calling process and cannot be interrupted.
+:func:`decode_in_background` decodes in a worker process that is killed after
+``timeout_s`` without progress; use it for any batch of untrusted files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+from vqa_pipe.pipeline import decode_backends as _backends
+
+if TYPE_CHECKING:
+    from vqa_pipe.pipeline.decode_worker import BackgroundDecoder
+
+BACKENDS = ("auto", "decord", "pyav")
+
+
+class DecodeError(RuntimeError):
+    """A video could not be decoded; ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str = "cannot be decoded") -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+class DecodeTimeout(DecodeError):
+    """The decoder made no progress within the time limit and was killed."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` learns. ``width``/``height`` are the displayed size.
+
+    ``n_frames`` comes from the container header (or a demux count when the header
+    has none); ``duration_s`` and ``fps`` are best effort (0.0 when unknown).
+    """
+
+    width: int
+    height: int
+    fps: float
+    n_frames: int
+    duration_s: float
+    rotation: int = 0  # counter-clockwise degrees applied to reach display orientation
+    codec: str = ""
+    pix_fmt: str = ""
+
+
+@runtime_checkable
+class FramePlan(Protocol):
+    """Anything picklable that picks frame indices for a video."""
+
+    def indices(self, info: VideoInfo) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Frames evenly spaced in time: ``fps`` per second (``None``: every frame), capped.
+
+    The video is cut into ``k`` equal time segments and the frame at the middle
+    of each is taken, so indices are sorted, unique and within range.
+    """
+
+    fps: float | None = 2.0
+    max_frames: int | None = 64
+
+    def __post_init__(self) -> None:
+        fps = self.fps
+        if fps is not None and not (
+            isinstance(fps, (int, float)) and fps > 0 and math.isfinite(fps)
+        ):
+            raise ValueError(f"FrameSampling.fps must be a positive number or None, got {fps!r}")
+        if self.max_frames is not None and not (
+            isinstance(self.max_frames, int) and self.max_frames >= 1
+        ):
+            raise ValueError(
+                f"FrameSampling.max_frames must be an integer >= 1 or None, got {self.max_frames!r}"
+            )
+
+    @classmethod
+    def from_spec(cls, fps: float | str | None, max_frames: int | None = 64) -> FrameSampling:
+        """Build from a config value: a number, a numeric string, or ``"all"``/``None``."""
+        if fps is None or (isinstance(fps, str) and fps.strip().lower() == "all"):
+            return cls(None, max_frames)
+        try:
+            value = float(fps)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"frame rate must be a positive number or 'all', got {fps!r}"
+            ) from None
+        return cls(value, max_frames)
+
+    def indices(self, info: VideoInfo) -> list[int]:
+        n = int(info.n_frames)
+        if n <= 0:
+            return []
+        if self.fps is None:
+            k = n
+        else:
+            duration = n / info.fps if info.fps and info.fps > 0 else info.duration_s
+            k = max(1, round(duration * self.fps)) if duration and duration > 0 else n
+        k = min(k, n, self.max_frames or n)
+        if k == n:
+            return list(range(n))
+        step = n / k
+        return [int((i + 0.5) * step) for i in range(k)]
+
+
+@dataclass
+class Frame:
+    """One decoded frame: its index in the stream, its time from the stream start, RGB pixels."""
+
+    index: int
+    time_s: float
+    rgb: np.ndarray  # HxWx3 uint8, C-contiguous
+
+
+@dataclass
+class VideoFrames:
+    """One video from :func:`decode_in_background`.
+
+    ``frames`` yields :class:`Frame` objects and may raise :class:`DecodeError` or
+    :class:`DecodeTimeout` for this video only. ``info`` is ``None`` and ``error``
+    set when the video could not even be opened. ``backend`` is the backend in use
+    (``"decord"``/``"pyav"``; it changes to ``"pyav"`` with ``fallback_reason`` set
+    if decord gives up mid-way, ``"none"`` when nothing could be opened).
+    """
+
+    key: str
+    path: str
+    info: VideoInfo | None
+    frames: Iterator[Frame]
+    backend: str
+    error: DecodeError | None = None
+    fallback_reason: str | None = None
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Open ``path``, read its header and decode its first frame.
+
+    Raises:
+        DecodeError: the file is missing, not a video, or its first frame does not decode.
+    """
+    path = os.fspath(path)
+    try:
+        found = _backends.pyav_probe(path)
+    except _backends.BackendError as err:
+        raise DecodeError(path, str(err)) from None
+    width, height = found.width, found.height
+    if found.rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(width, height, found.fps, found.n_frames, found.duration_s,
+                     found.rotation, found.codec, found.pix_fmt)
+
+
+def check_backend(backend: str) -> None:
+    """Raise ``ValueError`` for an unknown backend or a forced decord that cannot import."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "decord":
+        missing = _backends.decord_available()
+        if missing:
+            raise ValueError(f"backend='decord' was requested but {missing}")
+
+
+def resolve_indices(
+    path: str | os.PathLike, plan: Sequence[int] | FramePlan, info: VideoInfo
+) -> list[int]:
+    """The frame indices ``plan`` asks for, checked: integers >= 0, non-decreasing."""
+    source = "frame plan"
+    if isinstance(plan, FramePlan):
+        wanted = plan.indices(info)
+        source = f"frame plan {type(plan).__name__}"
+    elif isinstance(plan, (str, bytes)) or not isinstance(plan, Sequence | np.ndarray):
+        raise TypeError(
+            f"indices must be a sequence of ints or a FramePlan, got {type(plan).__name__}"
+        )
+    else:
+        wanted = plan
+    out: list[int] = []
+    for pos, value in enumerate(wanted):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(
+                f"{source} for {os.fspath(path)}: index #{pos} is {value!r}, not an int"
+            )
+        value = int(value)
+        if value < 0:
+            raise ValueError(f"{source} for {os.fspath(path)}: index #{pos} is negative ({value})")
+        if out and value < out[-1]:
+            raise ValueError(
+                f"{source} for {os.fspath(path)}: indices must not decrease "
+                f"(#{pos} is {value} after {out[-1]})"
+            )
+        out.append(value)
+    return out
+
+
+def choose_backend(info: VideoInfo, backend: str) -> tuple[str, str | None]:
+    """The backend to start with for ``backend`` and, for ``"auto"`` choosing PyAV, why."""
+    if backend != "auto":
+        return backend, None
+    missing = _backends.decord_available()
+    if missing:
+        return "pyav", missing
+    if info.rotation:
+        return "pyav", f"rotated stream ({info.rotation} degrees): decord ignores display rotation"
+    return "decord", None
+
+
+def end_slack(n_frames: int) -> int:
+    """How many frames a container may over-report before a short stream is an error."""
+    return max(3, math.ceil(0.02 * max(n_frames, 0)))
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    indices: Sequence[int] | FramePlan,
+    *,
+    backend: str = "auto",
+    info: VideoInfo | None = None,
+    on_backend: Callable[[str, str | None], None] | None = None,
+) -> Iterator[Frame]:
+    """Stream exactly the requested frames, in order, in this process.
+
+    Args:
+        path: the video file.
+        indices: non-decreasing frame indices, or a :class:`FramePlan` (given the probed info).
+        backend: ``"auto"`` (decord, PyAV fallback), ``"decord"`` or ``"pyav"``.
+        info: the result of :func:`probe` when already known (saves a probe).
+        on_backend: called with ``(backend, reason)`` when decoding starts and on a fallback.
+
+    Raises:
+        DecodeError: at call time when the file cannot be probed, during iteration when
+            decoding fails (decord failures fall back to PyAV under ``"auto"``).
+        ValueError: unknown backend, or indices that are not non-negative and non-decreasing.
+    """
+    check_backend(backend)
+    path = os.fspath(path)
+    if info is None:
+        info = probe(path)
+    wanted = resolve_indices(path, indices, info)
+    return _stream(path, wanted, info, backend, on_backend)
+
+
+def _stream(
+    path: str,
+    wanted: list[int],
+    info: VideoInfo,
+    backend: str,
+    on_backend: Callable[[str, str | None], None] | None,
+) -> Iterator[Frame]:
+    notify = on_backend or (lambda name, reason: None)
+    current, reason = choose_backend(info, backend)
+    notify(current, reason)
+    done = 0
+    if current == "decord":
+        coded_w, coded_h = info.width, info.height  # decord is never used on rotated streams
+        try:
+            for index, time_s, rgb in _backends.decord_read(
+                path, wanted, width=coded_w, height=coded_h, n_frames=info.n_frames
+            ):
+                yield Frame(index, time_s, rgb)
+                done += 1
+            return
+        except _backends.BackendError as err:
+            if backend == "decord":
+                raise DecodeError(path, str(err)) from None
+            notify("pyav", f"decord gave up after {done} frames: {err}")
+    yield from _pyav_frames(path, wanted[done:], info)
+
+
+def _pyav_frames(path: str, wanted: list[int], info: VideoInfo) -> Iterator[Frame]:
+    served = 0
+    try:
+        for index, time_s, rgb in _backends.pyav_read(path, wanted, info.rotation):
+            yield Frame(index, time_s, rgb)
+            served += 1
+    except _backends.StreamEnded as end:
+        missing = wanted[served:]
+        if end.last is None:
+            raise DecodeError(path, "the video stream holds no decodable frame") from None
+        last_index, last_time, last_rgb = end.last
+        if missing[-1] - last_index > end_slack(info.n_frames):
+            raise DecodeError(
+                path,
+                f"the stream ends after {end.n_decoded} frames but frame {missing[-1]} was "
+                f"requested (the container reports {info.n_frames}); the file may be truncated",
+            ) from None
+        for _ in missing:
+            yield Frame(last_index, last_time, last_rgb)
+    except _backends.BackendError as err:
+        raise DecodeError(path, str(err)) from None
+
+
+def decode_in_background(
+    items: Iterable[tuple[str, str | os.PathLike]],
+    plan: FramePlan | Sequence[int],
+    *,
+    timeout_s: float = 60.0,
+    prefetch_frames: int = 32,
+    backend: str = "auto",
+    restart_every: int | None = 200,
+) -> BackgroundDecoder:
+    """Decode ``(key, path)`` items one after another in a killable worker process.
+
+    The worker runs ahead of the consumer through a queue of at most
+    ``prefetch_frames`` messages, so memory depends on that bound, never on the
+    length of a video. A video whose decoder makes no progress for ``timeout_s``
+    seconds gets its worker killed and restarted; its ``frames`` raise
+    :class:`DecodeTimeout` and the run goes on with the next item. A video that
+    cannot be decoded raises :class:`DecodeError` from its ``frames`` (or arrives
+    with ``info=None`` and ``error`` set). Moving on to the next video before
+    exhausting ``frames`` skips the rest of that video.
+
+    The worker is replaced every ``restart_every`` videos (decord leaks memory).
+    Use the result as a context manager, or call ``close()``, to stop the worker
+    promptly; it is also stopped when the iterator is exhausted or garbage-collected.
+    The worker starts with the ``spawn`` method: scripts must guard their entry
+    point with ``if __name__ == "__main__":``.
+
+    Yields:
+        :class:`VideoFrames`, in the order of ``items``.
+    """
+    from vqa_pipe.pipeline.decode_worker import BackgroundDecoder
+
+    return BackgroundDecoder(
+        items,
+        plan,
+        timeout_s=timeout_s,
+        prefetch_frames=prefetch_frames,
+        backend=backend,
+        restart_every=restart_every,
+    )

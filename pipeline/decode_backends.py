@@ -1,0 +1,241 @@
+"""Low-level frame readers behind :mod:`vqa_pipe.pipeline.decode`: PyAV and decord.
+
+Readers yield ``(index, time_s, rgb)`` tuples for a non-decreasing list of frame
+indices and raise :class:`BackendError` with a reason (without the file name:
+:mod:`~vqa_pipe.pipeline.decode` adds it). Use the public API in ``decode`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+RawFrame = tuple[int, float, np.ndarray]
+
+DECORD_CHUNK = 8  # frames decord decodes per call: bounds the reader's memory
+
+
+class BackendError(Exception):
+    """A reader could not deliver; the message is the reason, without the path."""
+
+
+class StreamEnded(BackendError):
+    """The stream ran out before every requested frame was decoded."""
+
+    def __init__(self, n_decoded: int, last: RawFrame | None) -> None:
+        super().__init__(f"the stream ended after {n_decoded} frames")
+        self.n_decoded = n_decoded
+        self.last = last
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    width: int  # coded size, before display rotation
+    height: int
+    fps: float
+    n_frames: int
+    duration_s: float
+    rotation: int  # counter-clockwise degrees, a multiple of 90 in [0, 360)
+    codec: str
+    pix_fmt: str
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        return av.open(path, mode="r", metadata_errors="ignore")
+    except FileNotFoundError:
+        raise BackendError("file not found") from None
+    except IsADirectoryError:
+        raise BackendError("is a directory, not a video file") from None
+    except PermissionError:
+        raise BackendError("permission denied") from None
+    except av.FFmpegError as err:
+        raise BackendError(f"not a readable video container ({_ffmpeg_reason(err)})") from None
+
+
+def _ffmpeg_reason(err: av.FFmpegError) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _rotation_of(frame: av.VideoFrame) -> int:
+    """Display rotation of ``frame`` as counter-clockwise degrees in {0, 90, 180, 270}."""
+    try:
+        degrees = float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    quarter = round(degrees / 90.0)
+    if not math.isfinite(degrees) or abs(degrees - 90.0 * quarter) > 1.0:
+        return 0  # not a right angle: left as coded
+    return int(quarter % 4) * 90
+
+
+def to_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    """``frame`` as a C-contiguous HxWx3 uint8 RGB array, turned to display orientation."""
+    rgb = frame.to_ndarray(format="rgb24")
+    if rotation:
+        rgb = np.rot90(rgb, k=rotation // 90)
+    return np.ascontiguousarray(rgb)
+
+
+def pyav_probe(path: str) -> ProbeResult:
+    """Header facts plus one decoded frame (which proves the stream decodes)."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise BackendError("the file has no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        pix_fmt = stream.codec_context.pix_fmt or ""
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        n_frames = int(stream.frames or 0)
+        if stream.duration and stream.time_base:
+            duration_s = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration_s = container.duration / av.time_base
+        else:
+            duration_s = 0.0
+        try:
+            first = next(iter(container.decode(stream)), None)
+        except av.FFmpegError as err:
+            raise BackendError(f"the first frame does not decode ({_ffmpeg_reason(err)})") from None
+        if first is None:
+            raise BackendError("the video stream holds no decodable frame")
+        width, height, rotation = first.width, first.height, _rotation_of(first)
+        pix_fmt = pix_fmt or first.format.name
+    if n_frames <= 0:
+        n_frames = _count_packets(path)
+    if duration_s <= 0 and fps > 0:
+        duration_s = n_frames / fps
+    if fps <= 0 and duration_s > 0:
+        fps = n_frames / duration_s
+    return ProbeResult(width, height, fps, n_frames, duration_s, rotation, codec, pix_fmt)
+
+
+def _count_packets(path: str) -> int:
+    """Frame count by demuxing (no decoding) when the header does not say."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            return sum(1 for packet in container.demux(stream) if packet.size)
+        except av.FFmpegError as err:
+            raise BackendError(f"demuxing failed ({_ffmpeg_reason(err)})") from None
+
+
+def pyav_read(path: str, indices: Sequence[int], rotation: int) -> Iterator[RawFrame]:
+    """Decode sequentially from the start; convert only the requested frames.
+
+    Raises :class:`StreamEnded` when the stream stops before the last requested
+    index, carrying the last decoded frame so the caller can decide what to do.
+    """
+    if not indices:
+        return
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = stream.start_time or 0
+        time_base = stream.time_base
+        pos, n_decoded, last = 0, 0, None
+        frames = container.decode(stream)
+        while pos < len(indices):
+            try:
+                frame = next(frames, None)
+            except av.FFmpegError as err:
+                raise BackendError(
+                    f"PyAV failed at frame {n_decoded} ({_ffmpeg_reason(err)})"
+                ) from None
+            if frame is None:
+                tail = None
+                if last is not None:
+                    tail = (n_decoded - 1, _time_of(last, start, time_base, n_decoded - 1, stream),
+                            to_rgb(last, rotation))
+                raise StreamEnded(n_decoded, tail)
+            index = n_decoded
+            n_decoded += 1
+            last = frame
+            if indices[pos] != index:
+                continue
+            time_s = _time_of(frame, start, time_base, index, stream)
+            rgb = to_rgb(frame, rotation)
+            while pos < len(indices) and indices[pos] == index:
+                yield index, time_s, rgb
+                pos += 1
+
+
+def _time_of(frame: av.VideoFrame, start: int, time_base, index: int, stream) -> float:
+    if frame.pts is not None and time_base:
+        return float((frame.pts - start) * time_base)
+    rate = stream.average_rate or stream.guessed_rate
+    return index / float(rate) if rate else 0.0
+
+
+def decord_available() -> str | None:
+    """``None`` when decord imports, else the reason it does not."""
+    try:
+        import decord  # noqa: F401
+    except Exception as err:  # ImportError, or a broken native library (OSError)
+        return f"decord is not importable ({type(err).__name__}: {err})"
+    return None
+
+
+def decord_read(
+    path: str, indices: Sequence[int], *, width: int, height: int, n_frames: int
+) -> Iterator[RawFrame]:
+    """Read with decord, refusing anything that looks wrong before or while decoding.
+
+    Refuses (``BackendError``) when decord's frame count differs from the
+    container's (the situation in which decord 0.6 may hang), when requested
+    timestamps are not increasing (its known wrong-frame case), and when a frame
+    comes back with the wrong shape.
+    """
+    if not indices:
+        return
+    try:
+        import decord
+
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0)
+    except Exception as err:
+        raise BackendError(f"decord could not open the file ({_short(err)})") from None
+    try:
+        count = len(reader)
+        if count != n_frames:
+            raise BackendError(f"decord counts {count} frames, the container {n_frames}")
+        if indices[-1] >= count:
+            raise BackendError(f"frame {indices[-1]} is past decord's last frame {count - 1}")
+        unique = sorted(set(indices))
+        try:
+            stamps = np.asarray(reader.get_frame_timestamp(unique), dtype=np.float64)
+        except Exception as err:
+            raise BackendError(f"decord has no timestamps ({_short(err)})") from None
+        starts = stamps.reshape(len(unique), -1)[:, 0]
+        if not np.all(np.isfinite(starts)) or np.any(np.diff(starts) <= 0):
+            raise BackendError("decord reports timestamps that do not increase with the index")
+        times = dict(zip(unique, starts.tolist(), strict=True))
+        pos = 0
+        for lo in range(0, len(unique), DECORD_CHUNK):
+            chunk = unique[lo : lo + DECORD_CHUNK]
+            try:
+                batch = reader.get_batch(chunk).asnumpy()
+            except Exception as err:
+                raise BackendError(f"decord failed on frames {chunk} ({_short(err)})") from None
+            if batch.shape != (len(chunk), height, width, 3) or batch.dtype != np.uint8:
+                raise BackendError(
+                    f"decord returned frames of shape {batch.shape} {batch.dtype}, "
+                    f"expected {(len(chunk), height, width, 3)} uint8"
+                )
+            for index, rgb in zip(chunk, batch, strict=True):
+                rgb = rgb.copy()  # a view would keep the whole batch alive
+                while pos < len(indices) and indices[pos] == index:
+                    yield index, times[index], rgb
+                    pos += 1
+            del batch
+    finally:
+        del reader
+
+
+def _short(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

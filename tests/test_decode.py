@@ -1,0 +1,354 @@
+"""Decoding: sampling, decord vs PyAV, odd inputs, broken files, hangs, bounded memory."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from videos_factory import frame_id, make_video, write_corrupt, write_truncated
+from vqa_pipe.pipeline.decode import (
+    DecodeError,
+    DecodeTimeout,
+    FramePlan,
+    FrameSampling,
+    VideoInfo,
+    decode_in_background,
+    iter_frames,
+    probe,
+)
+
+KONVID = "konvid_3339962845.mp4"  # moov atom at the end of the file
+FASTSTART = "nomos_video-1621367634.mp4"  # moov atom at the start: a cut file still opens
+
+
+@pytest.fixture(scope="session")
+def sample_videos(shared_data: Path) -> dict[str, dict]:
+    """``samples.csv`` rows by file name; accepts the ``file`` header the CSV really has.
+
+    Overrides the conftest fixture, which looks for a ``File`` column.
+    """
+    folder = shared_data / "videos"
+    with open(folder / "samples.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    name = "file" if rows and "file" in rows[0] else "File"
+    return {row[name]: dict(row, path=folder / row[name]) for row in rows}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> dict[str, Path]:
+    """Small synthetic videos, made once for this module (about a second in all)."""
+    d = tmp_path_factory.mktemp("synth")
+    return {
+        "plain": make_video(d / "plain.mp4", n_frames=20),
+        "ten_bit": make_video(d / "ten_bit.mp4", pix_fmt="yuv420p10le", n_frames=12),
+        "gray": make_video(d / "gray.mkv", codec="ffv1", pix_fmt="gray", n_frames=12),
+        "gray10": make_video(d / "gray10.mkv", codec="ffv1", pix_fmt="gray10le", n_frames=12),
+        "odd": make_video(d / "odd.mkv", codec="ffv1", width=65, height=49, n_frames=12),
+        "rot90": make_video(d / "rot90.mp4", rotation=90, n_frames=10),
+        "seven": make_video(d / "seven.mp4", n_frames=7),
+        "long": make_video(d / "long.mp4", width=32, height=32, n_frames=600, fps=25),
+    }
+
+
+def _live_children() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children()}
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def info_of(n_frames: int, fps: float) -> VideoInfo:
+    return VideoInfo(640, 360, fps, n_frames, n_frames / fps if fps else 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_frames=st.integers(1, 20_000),
+    video_fps=st.floats(1.0, 120.0),
+    target=st.one_of(st.none(), st.floats(0.1, 30.0)),
+    cap=st.one_of(st.none(), st.integers(1, 300)),
+)
+def test_sampling_indices_are_sorted_unique_in_range_and_capped(n_frames, video_fps, target, cap):
+    got = FrameSampling(target, cap).indices(info_of(n_frames, video_fps))
+    assert got == sorted(set(got))
+    assert 0 <= got[0] and got[-1] < n_frames
+    assert 1 <= len(got) <= (cap or n_frames)
+    duration = n_frames / video_fps
+    if target is not None:
+        expected = min(max(1, round(duration * target)), n_frames, cap or n_frames)
+        assert len(got) == expected
+    if len(got) > 2:  # evenly spaced in time: gaps differ by at most one frame
+        gaps = np.diff(got)
+        assert gaps.max() - gaps.min() <= 1
+
+
+def test_two_per_second_by_default_and_all_means_every_frame():
+    ten_s = info_of(300, 30.0)
+    assert len(FrameSampling().indices(ten_s)) == 20
+    assert FrameSampling(None, None).indices(ten_s) == list(range(300))
+    assert len(FrameSampling(None, 64).indices(ten_s)) == 64  # 'all' is capped too
+    assert len(FrameSampling(2.0, 8).indices(ten_s)) == 8
+    assert FrameSampling.from_spec("all", None).indices(info_of(5, 25.0)) == [0, 1, 2, 3, 4]
+    assert FrameSampling.from_spec("4").fps == 4.0
+    assert FrameSampling().indices(info_of(1, 30.0)) == [0]  # one frame: still sampled
+    assert FrameSampling().indices(VideoInfo(64, 48, 0.0, 0, 0.0)) == []
+    assert isinstance(FrameSampling(), FramePlan)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FrameSampling(0.0),
+        lambda: FrameSampling(2.0, 0),
+        lambda: FrameSampling.from_spec("x"),
+    ],
+)
+def test_bad_sampling_settings_are_refused(make):
+    with pytest.raises(ValueError, match="must be"):
+        make()
+
+
+def test_bad_indices_and_backend_are_refused(synth):
+    with pytest.raises(ValueError, match="must not decrease"):
+        iter_frames(synth["plain"], [3, 1])
+    with pytest.raises(ValueError, match="negative"):
+        iter_frames(synth["plain"], [-1])
+    with pytest.raises(ValueError, match="auto, decord, pyav"):
+        iter_frames(synth["plain"], [0], backend="ffmpeg")
+
+
+# ---------------------------------------------------------------- real videos
+
+
+def test_probe_matches_the_published_facts_of_every_sample(sample_videos):
+    for name, row in sample_videos.items():
+        info = probe(row["path"])
+        assert (info.width, info.height) == (int(row["width"]), int(row["height"])), name
+        assert info.n_frames == int(row["frames"]), name
+        assert info.fps == pytest.approx(float(row["fps"]), rel=2e-3), name
+
+
+@pytest.mark.slow
+def test_decord_and_pyav_agree_on_a_real_video(sample_videos):
+    path = sample_videos[KONVID]["path"]
+    plan = FrameSampling()
+    ref = list(iter_frames(path, plan, backend="pyav"))
+    got = list(iter_frames(path, plan, backend="decord"))
+    assert [f.index for f in got] == [f.index for f in ref] == plan.indices(probe(path))
+    for a, b in zip(got, ref, strict=True):
+        assert a.time_s == pytest.approx(b.time_s, abs=1e-3)
+        diff = np.abs(a.rgb.astype(np.int16) - b.rgb.astype(np.int16))
+        assert diff.mean() < 0.5 and diff.max() <= 16, f"frame {a.index} differs"
+    # and consecutive frames really differ, so the comparison could catch an off-by-one
+    assert np.abs(ref[0].rgb.astype(int) - ref[1].rgb.astype(int)).mean() > 1.0
+
+
+@pytest.mark.parametrize("fixture, shape", [("portrait_video", (720, 406, 3)),
+                                            ("tiny_video", (144, 192, 3))])
+def test_portrait_and_tiny_real_videos_come_out_at_native_size(request, fixture, shape):
+    path = request.getfixturevalue(fixture)
+    frames = list(iter_frames(path, FrameSampling()))
+    assert len(frames) == len(FrameSampling().indices(probe(path))) >= 16
+    for f in frames:
+        assert f.rgb.shape == shape and f.rgb.dtype == np.uint8 and f.rgb.flags.c_contiguous
+    assert frames[0].rgb.std() > 5  # a picture, not a blank
+
+
+# ---------------------------------------------------------------- synthetic formats
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord", "auto"])
+@pytest.mark.parametrize("kind, pix_fmt", [("ten_bit", "yuv420p10le"), ("gray", "gray"),
+                                           ("gray10", "gray10le"), ("odd", "yuv420p")])
+def test_ten_bit_gray_and_odd_sizes_come_out_rgb8(synth, backend, kind, pix_fmt):
+    info = probe(synth[kind])
+    assert info.pix_fmt == pix_fmt  # the input really is what the test claims
+    wanted = [0, 3, 3, 7, 11]
+    frames = list(iter_frames(synth[kind], wanted, backend=backend))
+    assert [f.index for f in frames] == wanted
+    for f in frames:
+        assert f.rgb.shape == (info.height, info.width, 3)
+        assert f.rgb.dtype == np.uint8 and f.rgb.flags.c_contiguous
+        assert frame_id(f.rgb) == f.index  # the right frame, with sane levels
+    if kind.startswith("gray"):
+        assert np.array_equal(frames[0].rgb[..., 0], frames[0].rgb[..., 2])
+
+
+def test_display_rotation_is_honoured(synth):
+    used = []
+    info = probe(synth["rot90"])
+    assert (info.width, info.height, info.rotation) == (48, 64, 90)
+    frames = list(iter_frames(synth["rot90"], [0, 5], on_backend=lambda b, r: used.append(b)))
+    assert used == ["pyav"]  # decord turns such streams into garbage
+    rgb = frames[0].rgb
+    assert rgb.shape == (64, 48, 3)
+    # the coded top-left marker is shown bottom-left after a quarter turn counter-clockwise
+    assert rgb[-4:, :4].mean() > 240 and rgb[:4, :4].mean() < 60
+    assert frame_id(np.rot90(rgb, k=-1)) == 0 and frame_id(np.rot90(frames[1].rgb, k=-1)) == 5
+
+
+def test_a_few_over_reported_frames_are_served_by_the_last_one(synth):
+    real = probe(synth["plain"])  # 20 frames
+    claims = VideoInfo(real.width, real.height, real.fps, 22, real.duration_s)
+    frames = list(iter_frames(synth["plain"], [18, 19, 20, 21], backend="pyav", info=claims))
+    assert [f.index for f in frames] == [18, 19, 19, 19]
+    assert all(frame_id(f.rgb) == 19 for f in frames[1:])
+    lies = VideoInfo(real.width, real.height, real.fps, 40, real.duration_s)
+    with pytest.raises(DecodeError, match="truncated"):
+        list(iter_frames(synth["plain"], FrameSampling(None, None), info=lies))
+
+
+# ---------------------------------------------------------------- broken files
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory, sample_videos) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("broken")
+    empty = d / "empty.mp4"
+    empty.write_bytes(b"")
+    return {
+        "corrupt": write_corrupt(d / "corrupt.mp4"),
+        "empty": empty,
+        "missing": d / "missing.mp4",
+        "truncated": write_truncated(sample_videos[KONVID]["path"], d / "truncated.mp4"),
+        "truncated_faststart": write_truncated(sample_videos[FASTSTART]["path"], d / "cut.mp4"),
+    }
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("corrupt", "not a readable video"), ("empty", "not a readable video"),
+    ("missing", "file not found"), ("truncated", "not a readable video"),
+    ("truncated_faststart", "truncated"),
+])
+def test_broken_files_raise_a_decode_error_naming_the_file(broken, kind, reason):
+    path = broken[kind]
+    with pytest.raises(DecodeError, match=reason) as caught:
+        list(iter_frames(path, FrameSampling()))
+    assert str(path) in str(caught.value) and caught.value.path == str(path)
+
+
+@pytest.mark.slow
+def test_background_run_records_each_broken_video_and_goes_on(broken, synth, tiny_video):
+    items = [("plain", synth["plain"])] + [(k, p) for k, p in broken.items()]
+    items += [("tiny", tiny_video)]
+    seen: dict[str, object] = {}
+    with decode_in_background(items, FrameSampling(), timeout_s=30) as videos:
+        for video in videos:
+            try:
+                seen[video.key] = [f.index for f in video.frames]
+            except DecodeError as err:
+                assert video.path in str(err)
+                seen[video.key] = err
+    assert list(seen) == [k for k, _ in items]  # every item reported, in order
+    assert seen["plain"] == FrameSampling().indices(probe(synth["plain"]))
+    assert seen["tiny"] == FrameSampling().indices(probe(tiny_video))
+    for kind in broken:
+        assert isinstance(seen[kind], DecodeError), kind
+    assert "truncated" in str(seen["truncated_faststart"])
+
+
+# ---------------------------------------------------------------- the worker process
+
+
+@pytest.mark.slow
+def test_a_hanging_open_times_out_and_the_next_video_is_decoded(tmp_path, synth):
+    fifo = tmp_path / "never_written.mp4"
+    os.mkfifo(fifo)  # opening it blocks until a writer comes: none will
+    before = _live_children()
+    items = [("hang", fifo), ("plain", synth["plain"])]
+    with decode_in_background(items, [0, 1, 2], timeout_s=3.0) as videos:
+        hang = next(videos)
+        with pytest.raises(DecodeTimeout, match="no progress for 3 s") as caught:
+            list(hang.frames)
+        assert str(fifo) in str(caught.value)
+        plain = next(videos)
+        assert [frame_id(f.rgb) for f in plain.frames] == [0, 1, 2]
+        assert videos.restarts == 1
+    assert _live_children() <= before  # the killed and the replacement worker are both gone
+
+
+class _CrashOnSeven:
+    """A plan that kills the worker process on the 7-frame video (as a segfault would)."""
+
+    def indices(self, info: VideoInfo) -> list[int]:
+        if info.n_frames == 7:
+            os._exit(3)
+        return list(range(min(info.n_frames, 5)))
+
+
+@pytest.mark.slow
+def test_a_crashing_worker_fails_only_its_video(synth):
+    items = [("seven", synth["seven"]), ("plain", synth["plain"])]
+    with decode_in_background(items, _CrashOnSeven(), timeout_s=30) as videos:
+        seven, plain = next(videos), None
+        assert seven.info is None and "died (exit code 3)" in str(seven.error)
+        with pytest.raises(DecodeError, match="seven.mp4"):
+            next(seven.frames)
+        plain = next(videos)
+        assert [frame_id(f.rgb) for f in plain.frames] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_the_worker_stays_at_most_prefetch_frames_ahead(synth):
+    prefetch = 4
+    all_frames = FrameSampling(None, None)
+    with decode_in_background([("long", synth["long"])], all_frames, prefetch_frames=prefetch,
+                              timeout_s=30) as videos:
+        video = next(videos)
+        first = next(video.frames)
+        # wait until the worker stops moving (blocked on a full queue), however long that takes
+        last, still_since, give_up = -1, time.monotonic(), time.monotonic() + 30
+        while time.monotonic() < give_up:
+            now = videos.frames_in_flight
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since > 1.0:
+                break
+            time.sleep(0.05)
+        assert 1 <= videos.frames_in_flight <= prefetch  # not 599: the queue holds it back
+        rest = list(video.frames)
+    assert first.index == 0 and [f.index for f in rest] == list(range(1, 600))
+    assert [frame_id(f.rgb) for f in rest[-3:]] == [i % 256 for i in (597, 598, 599)]
+
+
+@pytest.mark.slow
+def test_leaving_a_video_early_skips_it_and_closing_stops_the_worker(synth):
+    before = _live_children()
+    videos = decode_in_background(
+        [("long", synth["long"]), ("plain", synth["plain"]), ("seven", synth["seven"])],
+        FrameSampling(None, None), prefetch_frames=8, restart_every=1, timeout_s=30,
+    )
+    long = next(videos)
+    assert next(long.frames).index == 0
+    plain = next(videos)  # moving on abandons the rest of "long"
+    assert [frame_id(f.rgb) for f in plain.frames] == list(range(20))  # no stale frames
+    with pytest.raises(RuntimeError, match="moved on"):
+        next(long.frames)
+    seven = next(videos)  # restart_every=1: a fresh worker per video
+    assert len(list(seven.frames)) == 7 and videos.restarts >= 2
+    assert videos.worker_pid in _live_children()
+    videos.close()
+    assert _live_children() <= before
+    with pytest.raises(StopIteration):
+        next(videos)
+
+
+@pytest.mark.slow
+def test_an_exception_in_the_consumer_stops_the_worker(synth):
+    before = _live_children()
+
+    def consume() -> None:
+        for video in decode_in_background([("long", synth["long"])], FrameSampling(None, None)):
+            for _ in video.frames:
+                raise KeyError("consumer failed")
+
+    with pytest.raises(KeyError):
+        consume()
+    assert _live_children() <= before
