@@ -33,6 +33,7 @@ class ExtractSummary:
     done: list[str] = field(default_factory=list)
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    failed_before: dict[str, str] = field(default_factory=dict)  # recorded by earlier runs, skipped
     seconds: float = 0.0
     random_weights: bool = False
 
@@ -53,6 +54,11 @@ class ExtractSummary:
         )
         for vid, reason in self.failed.items():
             out.append(f"  failed {vid}: {reason}")
+        if self.failed_before:
+            out.append(
+                f"{len(self.failed_before)} videos failed in earlier runs and were skipped "
+                "(--retry-failed redoes them; `vqa-pipe inspect` lists the reasons)"
+            )
         return out
 
 
@@ -194,6 +200,11 @@ def run_extract(
     work = _plan_parts(store, branches, retry_failed)
     n_todo = sum(len(w.todo) for w in work)
     summary.skipped = len(paths) - n_todo
+    todo_ids = {vid for w in work for vid in w.todo}
+    for branch in branches:
+        for vid, st in store.status(branch.name).items():
+            if st.state == "failed" and vid not in todo_ids:
+                summary.failed_before.setdefault(vid, st.reason)
     start = time.perf_counter()
     if n_todo:
         plan = UnionPlan(tuple(b.plan() for b in branches))
@@ -208,7 +219,7 @@ def run_extract(
                 need = [b for b in w.branches if video.key not in w.keep[b.name]]
                 try:
                     if video.info is None:
-                        raise RuntimeError(getattr(video, "error", None) or "could not open the video")
+                        raise video.error or RuntimeError(f"{video.path}: could not open the video")
                     arrays = run_branches(video.info, video.frames, need, video.key)
                     for name, result in arrays.items():
                         check_arrays(name, result)

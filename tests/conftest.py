@@ -26,8 +26,8 @@ def shared_data() -> Path:
 def sample_videos(shared_data: Path) -> dict[str, dict]:
     """``samples.csv`` rows keyed by file name, each with an absolute ``path``."""
     folder = shared_data / "videos"
-    with open(folder / "samples.csv", newline="") as fh:
-        rows = {row["File"]: dict(row, path=folder / row["File"]) for row in csv.DictReader(fh)}
+    with open(folder / "samples.csv", newline="", encoding="utf-8-sig") as fh:
+        rows = {row["file"]: dict(row, path=folder / row["file"]) for row in csv.DictReader(fh)}
     return rows
 
 

@@ -92,7 +92,7 @@ def default_store_path(dataset: str, clip_model: str, grid: tuple[int, int], sof
               help="Seconds without a decoded frame before a video fails.")
 @click.option("--retry-failed", is_flag=True, help="Redo videos recorded as failed.")
 @click.option("--limit", type=int, help="Only the first N videos of the manifest.")
-@click.option("--strict", is_flag=True, help="Exit non-zero when any video fails.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any video failed (in this run or before).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract(dataset, manifest_path, store_path, branches, clip_model, clip_pretrained, random_weights,
             grid, window_fit, softmax, prompts, fps, max_frames, batch_windows, swin_weights,
@@ -131,7 +131,7 @@ def extract(dataset, manifest_path, store_path, branches, clip_model, clip_pretr
         raise click.ClickException(str(err)) from None
     for line in summary.lines():
         click.echo(line)
-    if not summary.ok or (strict and summary.failed):
+    if not summary.ok or (strict and (summary.failed or summary.failed_before)):
         raise SystemExit(1)
 
 

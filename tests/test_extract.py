@@ -1,0 +1,182 @@
+"""Stage one end to end on real videos with a tiny random-weights CLIP (the real code path)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vqa_pipe.cli import main
+from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
+from vqa_pipe.pipeline.prompts import score_windows
+from vqa_pipe.pipeline.store import FeatureStore, StoreError
+from vqa_pipe.stages.extract import build_branches, run_extract
+
+REAL = ["konvid_10053703034.mp4", "lsvq_1724.mp4", "kinetics_FEQ-gdkTN4Q_000008_000018.mp4"]
+TINY = dict(clip_model="vqa-tiny-clip", random_weights=True, fps=1.0, max_frames=4)
+
+
+@pytest.fixture(scope="module")
+def branches():
+    return build_branches(["semantic"], **TINY)
+
+
+@pytest.fixture()
+def videos(tmp_path, sample_videos):
+    """Three real videos (landscape, portrait, tiny) plus a corrupt and a missing file."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    rows = []
+    for name in REAL:
+        src = sample_videos[name]
+        dst = folder / name
+        os.symlink(src["path"], dst)
+        rows.append(ManifestRow(dst.stem, dst, float(src["mos"]) if src["mos"] else None,
+                                src["mos_scale"] or None))
+    corrupt = folder / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    rows.append(ManifestRow("corrupt", corrupt, 3.0, "1-5"))
+    rows.append(ManifestRow("missing", folder / "missing.mp4", 3.0, "1-5"))
+    manifest = write_manifest(rows, tmp_path / "m.csv")
+    return manifest, [r.video_id for r in rows]
+
+
+def test_extracts_good_videos_and_records_bad_ones(tmp_path, videos, branches, sample_videos):
+    manifest, ids = videos
+    summary = run_extract(manifest, tmp_path / "s.zarr", branches, part_size=2, progress=False)
+    assert sorted(summary.done) == sorted(ids[:3])
+    assert set(summary.failed) == {"corrupt", "missing"}
+    assert "corrupt.mp4" in summary.failed["corrupt"]
+    assert "missing.mp4" in summary.failed["missing"]
+    assert summary.random_weights and "RANDOM WEIGHTS" in summary.lines()[0]
+
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    status = store.status("semantic")
+    assert status["corrupt"].state == "failed" and status["missing"].state == "failed"
+    scores = store.read("semantic", "frame_scores")
+    emb = store.read("semantic", "window_embeddings")
+    times = store.read("semantic", "frame_times")
+    r = len(store.branch_config("semantic")["prompts"]["texts"])
+    for vid in ids[:3]:
+        n = scores[vid].shape[0]
+        assert 1 <= n <= 4  # 1 frame per second, capped at 4
+        assert scores[vid].shape == (n, 2 * r) and emb[vid].shape == (n, 9, 64)
+        assert emb[vid].dtype == np.float16 and np.all(np.diff(times[vid]) > 0)
+        # avg <= max, probabilities in [0, 1]
+        assert np.all(scores[vid][:, :r] <= scores[vid][:, r:] + 1e-6)
+        assert scores[vid].min() >= 0 and scores[vid].max() <= 1
+    # the cached embeddings re-score to exactly the stored features
+    config = store.branch_config("semantic")
+    text = store.branch_array("semantic", "text_embeddings")
+    again = score_windows(emb[ids[0]], text, config["logit_scale"], branches[0].groups)
+    np.testing.assert_allclose(again, scores[ids[0]], rtol=1e-5, atol=1e-6)
+    # different windows of a real frame give different embeddings
+    assert np.abs(emb[ids[0]][0, 0].astype(float) - emb[ids[0]][0, 8].astype(float)).max() > 1e-3
+
+
+def test_rerun_skips_done_and_retry_keeps_written_work(tmp_path, videos, branches, sample_videos):
+    manifest, ids = videos
+    store_path = tmp_path / "s.zarr"
+    run_extract(manifest, store_path, branches, part_size=2, progress=False)
+    before = FeatureStore.open(store_path).read("semantic", "frame_scores")
+
+    again = run_extract(manifest, store_path, branches, part_size=2, progress=False)
+    assert again.done == [] and again.skipped == 5 and again.failed == {}
+
+    # the missing file appears: --retry-failed redoes only failed videos, keeps the rest
+    shutil.copy(sample_videos[REAL[0]]["path"], manifest.parent / "videos" / "missing.mp4")
+    retry = run_extract(manifest, store_path, branches, part_size=2, progress=False, retry_failed=True)
+    assert sorted(retry.done) == ["missing"] and set(retry.failed) == {"corrupt"}
+    after = FeatureStore.open(store_path).read("semantic", "frame_scores")
+    for vid in before:
+        np.testing.assert_array_equal(before[vid], after[vid])
+    np.testing.assert_allclose(after["missing"], after[ids[0]], atol=1e-6)  # same video content
+
+
+def test_a_crash_loses_only_the_part_in_flight(tmp_path, videos, branches):
+    manifest, ids = videos
+    store_path = tmp_path / "s.zarr"
+
+    class Crash(Exception):
+        pass
+
+    semantic = branches[0]
+    real_finish = semantic.finish_video
+    calls = []
+
+    def crashing_finish(state):
+        calls.append(state.key)
+        if len(calls) == 3:  # first video of the second part
+            raise KeyboardInterrupt
+        return real_finish(state)
+
+    semantic.finish_video = crashing_finish
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_extract(manifest, store_path, branches, part_size=2, progress=False)
+    finally:
+        del semantic.finish_video
+    store = FeatureStore.open(store_path)
+    assert store.part_complete("semantic", 0) and not store.part_complete("semantic", 1)
+    resumed = run_extract(manifest, store_path, branches, part_size=2, progress=False)
+    assert resumed.skipped == 2 and sorted(resumed.done + list(resumed.failed)) == sorted(ids[2:])
+
+
+def test_another_configuration_is_refused(tmp_path, videos, branches):
+    manifest, _ = videos
+    run_extract(manifest, tmp_path / "s.zarr", branches, part_size=2, progress=False)
+    other = build_branches(["semantic"], **{**TINY, "max_frames": 2})
+    with pytest.raises(StoreError, match="sampling.max_frames: 4 -> 2"):
+        run_extract(manifest, tmp_path / "s.zarr", other, part_size=2, progress=False)
+
+
+def test_hanging_decoder_times_out_and_the_run_goes_on(tmp_path, sample_videos, branches):
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)  # open() blocks forever: no writer
+    good = sample_videos[REAL[2]]["path"]
+    rows = [ManifestRow("hang", fifo, 3.0, "1-5"), ManifestRow("good", good, 3.0, "1-5")]
+    manifest = write_manifest(rows, tmp_path / "m.csv")
+    summary = run_extract(manifest, tmp_path / "s.zarr", branches, timeout_s=3, progress=False)
+    assert summary.done == ["good"]
+    assert "hang.mp4" in summary.failed["hang"] and "Timeout" in summary.failed["hang"]
+
+
+def test_cli_extract_and_inspect(tmp_path, videos):
+    manifest, _ = videos
+    store = tmp_path / "cli.zarr"
+    runner = CliRunner()
+    args = ["extract", "--manifest", str(manifest), "--out", str(store), "--clip-model",
+            "vqa-tiny-clip", "--random-weights", "--fps", "1", "--max-frames", "2",
+            "--grid", "2x2", "--no-progress"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "3 extracted" in result.output and "2 failed" in result.output
+    assert "RANDOM WEIGHTS" in result.output
+    strict = runner.invoke(main, args + ["--strict"])
+    assert strict.exit_code == 1 and "0 extracted, 5 already done" in strict.output
+    assert "2 videos failed in earlier runs" in strict.output
+
+    shown = runner.invoke(main, ["inspect", str(store)])
+    assert shown.exit_code == 0, shown.output
+    assert "done 3, failed 2, pending 0" in shown.output
+    assert "window_embeddings: (rows,) + (4, 64) float16" in shown.output
+    assert "RANDOM WEIGHTS" in shown.output and "failed corrupt:" in shown.output
+
+
+def test_cli_fails_when_nothing_succeeds_and_explains_weights(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"")
+    manifest = write_manifest([ManifestRow("bad", bad, 1.0, "1-5")], tmp_path / "m.csv")
+    runner = CliRunner()
+    result = runner.invoke(main, ["extract", "--manifest", str(manifest), "--out",
+                                  str(tmp_path / "s.zarr"), "--clip-model", "vqa-tiny-clip",
+                                  "--random-weights", "--no-progress"])
+    assert result.exit_code == 1 and "failed bad:" in result.output
+    result = runner.invoke(main, ["extract", "--manifest", str(manifest), "--out",
+                                  str(tmp_path / "t.zarr"), "--clip-model", "ViT-B-32"])
+    assert result.exit_code != 0 and "--random-weights" in result.output
+    result = runner.invoke(main, ["extract", "--dataset", "nosuch"])
+    assert result.exit_code != 0 and "vqa-pipe manifest build nosuch" in result.output
