@@ -14,7 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vqa_pipe.pipeline.weights import RANDOM, WeightsError, describe_mismatch, file_identity, load_state_dict
+from vqa_pipe.pipeline.weights import (
+    RANDOM,
+    WeightsError,
+    describe_mismatch,
+    file_identity,
+    load_state_dict,
+)
 
 TINY_MODEL = "vqa-tiny-clip"  # a 2-layer CLIP for tests and fast demos; random weights only
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -170,7 +176,12 @@ def load_clip(
     elif Path(str(pretrained)).is_file():
         checkpoint = Path(str(pretrained))
         weights = {"source": "file", **file_identity(checkpoint)}
-    elif os.sep in str(pretrained) or Path(str(pretrained)).suffix in (".safetensors", ".bin", ".pt", ".pth"):
+    elif os.sep in str(pretrained) or Path(str(pretrained)).suffix in (
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+    ):
         raise WeightsError(f"CLIP checkpoint file not found: {pretrained}")
     else:
         checkpoint, cfg = _tag_file(name, str(pretrained), cache_dir)

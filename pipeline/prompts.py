@@ -2,7 +2,8 @@
 
 A prompt file is JSON::
 
-    {"name": "...", "sets": {"objective": {"template": "a {} photo.", "pairs": [["bright", "dark"], ...]},
+    {"name": "...",
+     "sets": {"objective": {"template": "a {} photo.", "pairs": [["bright", "dark"], ...]},
                              "subjective": {...}}}
 
 Each set has one template and a list of antonym pairs ``[positive, negative]``. The r
@@ -74,7 +75,9 @@ class PromptSet:
 def load_prompts(source: str | Path = DEFAULT_PROMPTS) -> PromptSet:
     """Load a prompt set: ``"default"`` (shipped) or a path to a JSON prompt file."""
     if str(source) == DEFAULT_PROMPTS:
-        text = resources.files("vqa_pipe.pipeline").joinpath("data/prompts_default.json").read_text()
+        text = (
+            resources.files("vqa_pipe.pipeline").joinpath("data/prompts_default.json").read_text()
+        )
         where = "built-in default prompts"
     else:
         path = Path(source)
@@ -109,7 +112,8 @@ def parse_prompts(spec: dict, *, where: str = "prompt spec") -> PromptSet:
                 or not all(isinstance(d, str) and d.strip() for d in item)
             ):
                 raise PromptError(
-                    f'{where}: set "{set_name}" pair {k} must be two non-empty strings, got {item!r}'
+                    f'{where}: set "{set_name}" pair {k} must be two non-empty strings, '
+                    f"got {item!r}"
                 )
             for description in item:
                 descriptions.append(description.strip())

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from vqa_pipe.pipeline.clip_model import ClipModel
 from vqa_pipe.pipeline.prompts import PromptSet, score_windows
 from vqa_pipe.pipeline.windows import WindowGrid, cut_windows

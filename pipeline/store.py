@@ -140,7 +140,9 @@ class FeatureStore:
             group = zarr.open_group(str(path), mode="a", use_consolidated=False)
             meta = dict(group.attrs).get(_ROOT_KEY)
             if not isinstance(meta, Mapping):
-                raise StoreError(f"{path} exists but is not a vqa-pipe feature store; refusing to touch it")
+                raise StoreError(
+                    f"{path} exists but is not a vqa-pipe feature store; refusing to touch it"
+                )
             old_ids = list(meta["video_ids"])
             if int(meta["part_size"]) != part_size:
                 raise StoreError(
@@ -161,7 +163,9 @@ class FeatureStore:
             new_meta = dict(meta, video_ids=video_ids)
         else:
             if path.exists() and any(path.iterdir()):
-                raise StoreError(f"{path} exists and is not empty; refusing to create a store there")
+                raise StoreError(
+                    f"{path} exists and is not empty; refusing to create a store there"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             group = zarr.open_group(str(path), mode="w", zarr_format=3)
             new_meta = {
@@ -329,7 +333,9 @@ class FeatureStore:
                 continue
             counts = {len(np.asarray(a)) for a in result.values()}
             if len(counts) != 1:
-                raise StoreError(f"video '{vid}' in '{branch}': arrays disagree on row count {counts}")
+                raise StoreError(
+                    f"video '{vid}' in '{branch}': arrays disagree on row count {counts}"
+                )
             rows.append(counts.pop())
             state.append("done")
             reason.append("")
@@ -393,7 +399,7 @@ class FeatureStore:
         return [v for v, s in self.status(branch).items() if s.state == "done"]
 
     def arrays(self, branch: str) -> dict[str, tuple[tuple[int, ...], str]]:
-        """Array names of a branch with their per-row shape and dtype (from the first written part)."""
+        """Array names of a branch with their per-row shape and dtype (from the first part)."""
         for part in range(self.n_parts):
             status = self._part_status(branch, part)
             if status and any(s == "done" for s in status["state"]):
@@ -447,7 +453,7 @@ class FeatureStore:
         return {v: out[v] for v in order if v in out}
 
     def to_dask(self, branch: str, array: str) -> tuple[Any, dict[str, slice]]:
-        """All rows of an array as one lazy dask array (one block per part), and each video's rows."""
+        """All rows of an array as one lazy dask array (a block per part), and each video's rows."""
         import dask.array as da
 
         blocks, slices, start = [], {}, 0

@@ -12,7 +12,6 @@ windows cover them; the default ``fit="native"`` never downscales and samples la
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +60,7 @@ class WindowGrid:
         tops = _starts(h, self.rows, self.size)
         lefts = _starts(w, self.cols, self.size)
         out = np.array(
-            [(t, l, t + self.size, l + self.size) for t in tops for l in lefts], dtype=np.int64
+            [(t, x, t + self.size, x + self.size) for t in tops for x in lefts], dtype=np.int64
         )
         return out
 
@@ -72,7 +71,7 @@ def _starts(length: int, k: int, size: int) -> list[int]:
     return [round(j * (length - size) / (k - 1)) for j in range(k)]
 
 
-def cut_windows(frame: "torch.Tensor", grid: WindowGrid) -> "torch.Tensor":  # noqa: F821
+def cut_windows(frame: torch.Tensor, grid: WindowGrid) -> torch.Tensor:  # noqa: F821
     """Cut the grid's windows out of one frame.
 
     ``frame`` is a (3, H, W) uint8 or float tensor; returns (m*n, 3, size, size) float32 in [0, 1].
@@ -90,4 +89,4 @@ def cut_windows(frame: "torch.Tensor", grid: WindowGrid) -> "torch.Tensor":  # n
             x[None], size=(h, w), mode="bicubic", align_corners=False, antialias=h < height
         )[0].clamp_(0.0, 1.0)
     boxes = grid.boxes(height, width)
-    return torch.stack([x[:, t:b, l:r] for t, l, b, r in boxes.tolist()])
+    return torch.stack([x[:, t:b, left:r] for t, left, b, r in boxes.tolist()])

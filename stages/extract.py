@@ -48,7 +48,8 @@ class ExtractSummary:
         if self.random_weights:
             out.append(RANDOM_WEIGHTS_BANNER)
         out.append(
-            f"store {self.store}: {len(self.done)} extracted, {self.skipped} already done (skipped), "
+            f"store {self.store}: {len(self.done)} extracted, "
+            f"{self.skipped} already done (skipped), "
             f"{len(self.failed)} failed, of {self.total} videos in {self.seconds:.1f} s "
             f"({rate:.2f} videos/s)"
         )
@@ -122,7 +123,9 @@ def build_branches(
             from vqa_pipe.pipeline.prompts import load_prompts
             from vqa_pipe.pipeline.semantic_branch import SemanticBranch
 
-            clip = load_clip(clip_model, clip_pretrained, random_weights=random_weights, device=device)
+            clip = load_clip(
+                clip_model, clip_pretrained, random_weights=random_weights, device=device
+            )
             branches.append(
                 SemanticBranch(
                     clip,

@@ -35,8 +35,10 @@ def describe_store(path: str | Path, *, show_failed: bool = True) -> str:
             }
         status = store.status(branch)
         counts = Counter(s.state for s in status.values())
-        lines.append(f"\n[{branch}] done {counts['done']}, failed {counts['failed']}, "
-                     f"pending {counts['pending']}")
+        lines.append(
+            f"\n[{branch}] done {counts['done']}, failed {counts['failed']}, "
+            f"pending {counts['pending']}"
+        )
         lines.append("  config: " + json.dumps(config, sort_keys=True))
         for name, (shape, dtype) in store.arrays(branch).items():
             lines.append(f"  array {name}: (rows,) + {shape} {dtype}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from vqa_pipe.pipeline.clip_model import TINY_MODEL, load_clip
 from vqa_pipe.pipeline.weights import WeightsError
 

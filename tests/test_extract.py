@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from vqa_pipe.cli import main
 from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
 from vqa_pipe.pipeline.prompts import score_windows
 from vqa_pipe.pipeline.store import FeatureStore, StoreError
 from vqa_pipe.stages.extract import build_branches, run_extract
+
+from vqa_pipe.cli import main
 
 REAL = ["konvid_10053703034.mp4", "lsvq_1724.mp4", "kinetics_FEQ-gdkTN4Q_000008_000018.mp4"]
 TINY = dict(clip_model="vqa-tiny-clip", random_weights=True, fps=1.0, max_frames=4)
@@ -34,8 +34,11 @@ def videos(tmp_path, sample_videos):
         src = sample_videos[name]
         dst = folder / name
         os.symlink(src["path"], dst)
-        rows.append(ManifestRow(dst.stem, dst, float(src["mos"]) if src["mos"] else None,
-                                src["mos_scale"] or None))
+        rows.append(
+            ManifestRow(
+                dst.stem, dst, float(src["mos"]) if src["mos"] else None, src["mos_scale"] or None
+            )
+        )
     corrupt = folder / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
     rows.append(ManifestRow("corrupt", corrupt, 3.0, "1-5"))
@@ -88,7 +91,9 @@ def test_rerun_skips_done_and_retry_keeps_written_work(tmp_path, videos, branche
 
     # the missing file appears: --retry-failed redoes only failed videos, keeps the rest
     shutil.copy(sample_videos[REAL[0]]["path"], manifest.parent / "videos" / "missing.mp4")
-    retry = run_extract(manifest, store_path, branches, part_size=2, progress=False, retry_failed=True)
+    retry = run_extract(
+        manifest, store_path, branches, part_size=2, progress=False, retry_failed=True
+    )
     assert sorted(retry.done) == ["missing"] and set(retry.failed) == {"corrupt"}
     after = FeatureStore.open(store_path).read("semantic", "frame_scores")
     for vid in before:
@@ -148,9 +153,23 @@ def test_cli_extract_and_inspect(tmp_path, videos):
     manifest, _ = videos
     store = tmp_path / "cli.zarr"
     runner = CliRunner()
-    args = ["extract", "--manifest", str(manifest), "--out", str(store), "--clip-model",
-            "vqa-tiny-clip", "--random-weights", "--fps", "1", "--max-frames", "2",
-            "--grid", "2x2", "--no-progress"]
+    args = [
+        "extract",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(store),
+        "--clip-model",
+        "vqa-tiny-clip",
+        "--random-weights",
+        "--fps",
+        "1",
+        "--max-frames",
+        "2",
+        "--grid",
+        "2x2",
+        "--no-progress",
+    ]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "3 extracted" in result.output and "2 failed" in result.output
@@ -171,12 +190,33 @@ def test_cli_fails_when_nothing_succeeds_and_explains_weights(tmp_path):
     bad.write_bytes(b"")
     manifest = write_manifest([ManifestRow("bad", bad, 1.0, "1-5")], tmp_path / "m.csv")
     runner = CliRunner()
-    result = runner.invoke(main, ["extract", "--manifest", str(manifest), "--out",
-                                  str(tmp_path / "s.zarr"), "--clip-model", "vqa-tiny-clip",
-                                  "--random-weights", "--no-progress"])
+    result = runner.invoke(
+        main,
+        [
+            "extract",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(tmp_path / "s.zarr"),
+            "--clip-model",
+            "vqa-tiny-clip",
+            "--random-weights",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 1 and "failed bad:" in result.output
-    result = runner.invoke(main, ["extract", "--manifest", str(manifest), "--out",
-                                  str(tmp_path / "t.zarr"), "--clip-model", "ViT-B-32"])
+    result = runner.invoke(
+        main,
+        [
+            "extract",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(tmp_path / "t.zarr"),
+            "--clip-model",
+            "ViT-B-32",
+        ],
+    )
     assert result.exit_code != 0 and "--random-weights" in result.output
     result = runner.invoke(main, ["extract", "--dataset", "nosuch"])
     assert result.exit_code != 0 and "vqa-pipe manifest build nosuch" in result.output

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from vqa_pipe.pipeline.prompts import PromptError, load_prompts, score_windows
 
 
@@ -57,7 +56,11 @@ def test_score_windows_matches_hand_computation():
 
 def test_user_prompt_file(tmp_path):
     f = tmp_path / "mine.json"
-    f.write_text(json.dumps({"name": "mine", "sets": {"q": {"template": "{} video", "pairs": [["good", "bad"]]}}}))
+    f.write_text(
+        json.dumps(
+            {"name": "mine", "sets": {"q": {"template": "{} video", "pairs": [["good", "bad"]]}}}
+        )
+    )
     p = load_prompts(f)
     assert p.texts == ("good video", "bad video") and p.name == "mine"
 

@@ -1,11 +1,10 @@
-"""The feature store: parts, offsets, status, resume guarantees, config refusal, plain-zarr reads."""
+"""The feature store: parts, offsets, status, resuming, config refusal, plain-zarr reads."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import zarr
-
 from vqa_pipe.pipeline.store import FeatureStore, StoreError
 
 IDS = [f"v{i}" for i in range(5)]
@@ -83,7 +82,9 @@ def test_bad_results_are_refused(store):
     with pytest.raises(StoreError, match="missing"):
         store.write_part("semantic", 0, {"v0": _rows(1, 0.0)})
     with pytest.raises(StoreError, match="row count"):
-        store.write_part("semantic", 0, {"v0": {"x": np.zeros((2, 4)), "t": np.zeros(3)}, "v1": "x"})
+        store.write_part(
+            "semantic", 0, {"v0": {"x": np.zeros((2, 4)), "t": np.zeros(3)}, "v1": "x"}
+        )
     with pytest.raises(StoreError, match="no 'spatial' features"):
         store.write_part("spatial", 0, {"v0": _rows(1, 0.0), "v1": "x"})
     with pytest.raises(StoreError, match="duplicate"):

@@ -7,7 +7,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from vqa_pipe.pipeline.windows import WindowGrid, cut_windows
 
 sizes = st.integers(min_value=1, max_value=4000)

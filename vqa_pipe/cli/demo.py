@@ -8,13 +8,31 @@ import click
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="demo", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Folder for clips and features.")
-@click.option("--clip-model", default="vqa-tiny-clip", show_default=True,
-              help="open_clip model (the default tiny model keeps the demo under a minute on a CPU).")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for clips and features.",
+)
+@click.option(
+    "--clip-model",
+    default="vqa-tiny-clip",
+    show_default=True,
+    help="open_clip model (the default tiny model keeps the demo under a minute on a CPU).",
+)
 @click.option("--clip-pretrained", help="Checkpoint file or open_clip tag in the local cache.")
-@click.option("--random-weights", is_flag=True, help="Use untrained weights (no checkpoint needed).")
-@click.option("--scenes", default=3, show_default=True, type=click.IntRange(1, 6), help="Scenes (16 clips each).")
+@click.option(
+    "--random-weights", is_flag=True, help="Use untrained weights (no checkpoint needed)."
+)
+@click.option(
+    "--scenes",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 6),
+    help="Scenes (16 clips each).",
+)
 @click.option("--branches", default="semantic", show_default=True, help="semantic and/or spatial.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def demo(out_dir, clip_model, clip_pretrained, random_weights, scenes, branches, no_progress):
@@ -26,8 +44,13 @@ def demo(out_dir, clip_model, clip_pretrained, random_weights, scenes, branches,
     names = _parse_branches(None, None, branches)
     try:
         manifest, summary = run_demo(
-            out_dir, branches=names, clip_model=clip_model, clip_pretrained=clip_pretrained,
-            random_weights=random_weights, n_scenes=scenes, progress=not no_progress,
+            out_dir,
+            branches=names,
+            clip_model=clip_model,
+            clip_pretrained=clip_pretrained,
+            random_weights=random_weights,
+            n_scenes=scenes,
+            progress=not no_progress,
             log=click.echo,
         )
     except (OSError, ValueError, RuntimeError) as err:

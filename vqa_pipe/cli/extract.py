@@ -25,7 +25,9 @@ def _parse_branches(ctx, param, value: str) -> list[str]:
     names = [v.strip() for v in (value or "").split(",") if v.strip()]
     bad = [n for n in names if n not in BRANCHES]
     if bad or not names:
-        raise click.BadParameter(f"choose from {', '.join(BRANCHES)} (comma-separated), got {value!r}")
+        raise click.BadParameter(
+            f"choose from {', '.join(BRANCHES)} (comma-separated), got {value!r}"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -51,53 +53,153 @@ def _device(name: str) -> str:
     return name
 
 
-def default_store_path(dataset: str, clip_model: str, grid: tuple[int, int], softmax: str,
-                       prompts: str, random_weights: bool) -> Path:
+def default_store_path(
+    dataset: str,
+    clip_model: str,
+    grid: tuple[int, int],
+    softmax: str,
+    prompts: str,
+    random_weights: bool,
+) -> Path:
     """``features/<dataset>/<model>-<grid>-<softmax>-<prompts>[-random].zarr``."""
     prompt_name = "default" if prompts == "default" else Path(prompts).stem
-    slug = f"{clip_model}-{grid[0]}x{grid[1]}-{softmax}-{prompt_name}" + ("-random" if random_weights else "")
+    slug = f"{clip_model}-{grid[0]}x{grid[1]}-{softmax}-{prompt_name}" + (
+        "-random" if random_weights else ""
+    )
     return Path("features") / dataset / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', slug)}.zarr"
 
 
 @click.command("extract")
-@click.option("--dataset", help="Dataset name: reads manifests/<dataset>.csv, writes features/<dataset>/….zarr.")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Manifest CSV (instead of --dataset).")
-@click.option("--out", "store_path", type=click.Path(file_okay=False, path_type=Path),
-              help="Feature store to create or resume (default from --dataset and the configuration).")
-@click.option("--branches", default="semantic", show_default=True, callback=_parse_branches,
-              help="Comma-separated: semantic (CLIP windows), spatial (Swin fragments).")
+@click.option(
+    "--dataset",
+    help="Dataset name: reads manifests/<dataset>.csv, writes features/<dataset>/….zarr.",
+)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Manifest CSV (instead of --dataset).",
+)
+@click.option(
+    "--out",
+    "store_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Feature store to create or resume (default from --dataset and the configuration).",
+)
+@click.option(
+    "--branches",
+    default="semantic",
+    show_default=True,
+    callback=_parse_branches,
+    help="Comma-separated: semantic (CLIP windows), spatial (Swin fragments).",
+)
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name.")
-@click.option("--clip-pretrained", help="Checkpoint file or open_clip tag found in the local cache.")
-@click.option("--random-weights", is_flag=True,
-              help="Use untrained weights (smoke tests only; every output says so).")
-@click.option("--grid", default="3x3", show_default=True, callback=_parse_grid, help="Windows per frame, ROWSxCOLS.")
-@click.option("--window-fit", type=click.Choice(["native", "cover"]), default="native", show_default=True,
-              help="native: windows at native resolution; cover: shrink big frames until the windows cover them.")
-@click.option("--softmax", type=click.Choice(SOFTMAX), default="per_set", show_default=True,
-              help="Normalise over all prompts, per prompt set, or per antonym pair.")
-@click.option("--prompts", default="default", show_default=True, help="'default' or a prompt JSON file.")
-@click.option("--fps", default="2", show_default=True, callback=_parse_fps,
-              help="Frames sampled per second, or 'all'.")
-@click.option("--max-frames", default=64, show_default=True, type=int, help="Cap on sampled frames per video (0: none).")
-@click.option("--batch-windows", default=288, show_default=True, type=int, help="Windows per CLIP batch.")
-@click.option("--swin-weights", type=click.Path(dir_okay=False, path_type=Path),
-              help="Video Swin Tiny checkpoint (spatial branch).")
-@click.option("--spatial-clips", default=4, show_default=True, type=int, help="Fragment clips per video.")
-@click.option("--spatial-output", type=click.Choice(["map", "pooled"]), default="map", show_default=True,
-              help="Store the Swin feature map per clip (plus pooled) or only the pooled vector.")
+@click.option(
+    "--clip-pretrained", help="Checkpoint file or open_clip tag found in the local cache."
+)
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    help="Use untrained weights (smoke tests only; every output says so).",
+)
+@click.option(
+    "--grid",
+    default="3x3",
+    show_default=True,
+    callback=_parse_grid,
+    help="Windows per frame, ROWSxCOLS.",
+)
+@click.option(
+    "--window-fit",
+    type=click.Choice(["native", "cover"]),
+    default="native",
+    show_default=True,
+    help="native: windows at native resolution; cover: shrink big frames until covered.",
+)
+@click.option(
+    "--softmax",
+    type=click.Choice(SOFTMAX),
+    default="per_set",
+    show_default=True,
+    help="Normalise over all prompts, per prompt set, or per antonym pair.",
+)
+@click.option(
+    "--prompts", default="default", show_default=True, help="'default' or a prompt JSON file."
+)
+@click.option(
+    "--fps",
+    default="2",
+    show_default=True,
+    callback=_parse_fps,
+    help="Frames sampled per second, or 'all'.",
+)
+@click.option(
+    "--max-frames",
+    default=64,
+    show_default=True,
+    type=int,
+    help="Cap on sampled frames per video (0: none).",
+)
+@click.option(
+    "--batch-windows", default=288, show_default=True, type=int, help="Windows per CLIP batch."
+)
+@click.option(
+    "--swin-weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Video Swin Tiny checkpoint (spatial branch).",
+)
+@click.option(
+    "--spatial-clips", default=4, show_default=True, type=int, help="Fragment clips per video."
+)
+@click.option(
+    "--spatial-output",
+    type=click.Choice(["map", "pooled"]),
+    default="map",
+    show_default=True,
+    help="Store the Swin feature map per clip (plus pooled) or only the pooled vector.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @click.option("--part-size", default=32, show_default=True, type=int, help="Videos per store part.")
-@click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float,
-              help="Seconds without a decoded frame before a video fails.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=120.0,
+    show_default=True,
+    type=float,
+    help="Seconds without a decoded frame before a video fails.",
+)
 @click.option("--retry-failed", is_flag=True, help="Redo videos recorded as failed.")
 @click.option("--limit", type=int, help="Only the first N videos of the manifest.")
-@click.option("--strict", is_flag=True, help="Exit non-zero when any video failed (in this run or before).")
+@click.option(
+    "--strict", is_flag=True, help="Exit non-zero when any video failed (in this run or before)."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def extract(dataset, manifest_path, store_path, branches, clip_model, clip_pretrained, random_weights,
-            grid, window_fit, softmax, prompts, fps, max_frames, batch_windows, swin_weights,
-            spatial_clips, spatial_output, device, part_size, timeout_s, retry_failed, limit, strict,
-            no_progress):
+def extract(
+    dataset,
+    manifest_path,
+    store_path,
+    branches,
+    clip_model,
+    clip_pretrained,
+    random_weights,
+    grid,
+    window_fit,
+    softmax,
+    prompts,
+    fps,
+    max_frames,
+    batch_windows,
+    swin_weights,
+    spatial_clips,
+    spatial_output,
+    device,
+    part_size,
+    timeout_s,
+    retry_failed,
+    limit,
+    strict,
+    no_progress,
+):
     """Stage one: extract features of every video in a manifest into a Zarr feature store."""
     from vqa_pipe.stages.extract import build_branches, run_extract
 
@@ -117,15 +219,31 @@ def extract(dataset, manifest_path, store_path, branches, clip_model, clip_pretr
         store_path = default_store_path(name, clip_model, grid, softmax, prompts, random_weights)
     try:
         built = build_branches(
-            branches, clip_model=clip_model, clip_pretrained=clip_pretrained,
-            random_weights=random_weights, grid=grid, window_fit=window_fit, softmax=softmax,
-            prompts=prompts, fps=fps, max_frames=max_frames or None, batch_windows=batch_windows,
-            swin_weights=swin_weights, spatial_clips=spatial_clips,
-            spatial_maps=spatial_output == "map", device=_device(device),
+            branches,
+            clip_model=clip_model,
+            clip_pretrained=clip_pretrained,
+            random_weights=random_weights,
+            grid=grid,
+            window_fit=window_fit,
+            softmax=softmax,
+            prompts=prompts,
+            fps=fps,
+            max_frames=max_frames or None,
+            batch_windows=batch_windows,
+            swin_weights=swin_weights,
+            spatial_clips=spatial_clips,
+            spatial_maps=spatial_output == "map",
+            device=_device(device),
         )
         summary = run_extract(
-            manifest_path, store_path, built, part_size=part_size, timeout_s=timeout_s,
-            retry_failed=retry_failed, limit=limit, progress=not no_progress,
+            manifest_path,
+            store_path,
+            built,
+            part_size=part_size,
+            timeout_s=timeout_s,
+            retry_failed=retry_failed,
+            limit=limit,
+            progress=not no_progress,
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
@@ -137,7 +255,9 @@ def extract(dataset, manifest_path, store_path, branches, clip_model, clip_pretr
 
 @click.command("inspect")
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--failed/--no-failed", default=True, show_default=True, help="List failed videos with reasons.")
+@click.option(
+    "--failed/--no-failed", default=True, show_default=True, help="List failed videos with reasons."
+)
 def inspect(store: Path, failed: bool):
     """Print a feature store's configuration, counts and array shapes."""
     from vqa_pipe.stages.inspect import describe_store
@@ -157,7 +277,11 @@ def weights():
 @weights.command("download")
 @click.argument("model")
 @click.argument("tag")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder (default: Hugging Face cache).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Cache folder (default: Hugging Face cache).",
+)
 def weights_download(model: str, tag: str, cache_dir: str | None):
     """Download an open_clip checkpoint (needs internet) into the local cache."""
     from vqa_pipe.pipeline.clip_model import download_weights
