@@ -17,6 +17,7 @@ import numpy as np
 RawFrame = tuple[int, float, np.ndarray]
 
 DECORD_CHUNK = 8  # frames decord decodes per call: bounds the reader's memory
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})  # FFmpeg renders text files as video
 
 
 class BackendError(Exception):
@@ -88,6 +89,8 @@ def pyav_probe(path: str) -> ProbeResult:
             raise BackendError("the file has no video stream")
         stream = container.streams.video[0]
         codec = stream.codec_context.name
+        if codec in TEXT_CODECS:
+            raise BackendError(f"a text file (FFmpeg would render it as {codec} art), not a video")
         pix_fmt = stream.codec_context.pix_fmt or ""
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0

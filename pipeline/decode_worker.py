@@ -105,15 +105,23 @@ def _decode_one(task: _Task, plan, backend: str, shared: _Shared, send) -> None:
         send(("error", seq, err))
         return
     started: list[tuple[str, str | None]] = []
-    try:
+    frames: Iterator[Frame] = iter(())
+    first, error = None, None
+    try:  # the first frame settles the backend (decord may refuse) before "info" goes out
         frames = iter_frames(task.path, plan, backend=backend, info=info,
                              on_backend=lambda name, reason: started.append((name, reason)))
-        first = next(frames, None)  # runs the backend choice before "info" goes out
-        name, reason = started[-1] if started else ("pyav", None)
-        if not send(("info", seq, info, name, reason), seq):
-            return
-        announced = len(started)
-        frame = first
+        first = next(frames, None)
+    except Exception as err:
+        error = _as_decode_error(task, err)
+    name, reason = started[-1] if started else ("none", None)
+    if not send(("info", seq, info, name, reason), seq):
+        return
+    if error is not None:
+        send(("error", seq, error), seq)
+        return
+    announced = len(started)
+    frame = first
+    try:
         while frame is not None:
             for name, reason in started[announced:]:
                 if not send(("backend", seq, name, reason), seq):
@@ -123,11 +131,17 @@ def _decode_one(task: _Task, plan, backend: str, shared: _Shared, send) -> None:
                 return
             shared.produced.value += 1
             frame = next(frames, None)
-        send(("end", seq), seq)
-    except DecodeError as err:
-        send(("error", seq, err), seq)
-    except Exception as err:  # a bug or a plan that raised: fail this video, keep going
-        send(("error", seq, DecodeError(task.path, f"{type(err).__name__}: {err}")), seq)
+    except Exception as err:
+        send(("error", seq, _as_decode_error(task, err)), seq)
+        return
+    send(("end", seq), seq)
+
+
+def _as_decode_error(task: _Task, err: Exception) -> DecodeError:
+    if isinstance(err, DecodeError):
+        return err
+    # a bad plan (ValueError) or a bug: fail this video with the reason, keep going
+    return DecodeError(task.path, f"{type(err).__name__}: {err}")
 
 
 # ---------------------------------------------------------------- parent side

@@ -213,7 +213,10 @@ def broken(tmp_path_factory, sample_videos) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("broken")
     empty = d / "empty.mp4"
     empty.write_bytes(b"")
+    text = d / "notes.txt"
+    text.write_text("not a video\n" * 50)  # FFmpeg would happily show it as ANSI art
     return {
+        "text": text,
         "corrupt": write_corrupt(d / "corrupt.mp4"),
         "empty": empty,
         "missing": d / "missing.mp4",
@@ -225,6 +228,7 @@ def broken(tmp_path_factory, sample_videos) -> dict[str, Path]:
 @pytest.mark.parametrize("kind, reason", [
     ("corrupt", "not a readable video"), ("empty", "not a readable video"),
     ("missing", "file not found"), ("truncated", "not a readable video"),
+    ("text", "a text file"),
     ("truncated_faststart", "truncated"),
 ])
 def test_broken_files_raise_a_decode_error_naming_the_file(broken, kind, reason):
@@ -239,19 +243,23 @@ def test_background_run_records_each_broken_video_and_goes_on(broken, synth, tin
     items = [("plain", synth["plain"])] + [(k, p) for k, p in broken.items()]
     items += [("tiny", tiny_video)]
     seen: dict[str, object] = {}
+    opened: dict[str, bool] = {}
     with decode_in_background(items, FrameSampling(), timeout_s=30) as videos:
         for video in videos:
             try:
                 seen[video.key] = [f.index for f in video.frames]
             except DecodeError as err:
-                assert video.path in str(err)
+                assert video.path in str(err) and video.error is err
                 seen[video.key] = err
+                opened[video.key] = video.info is not None
     assert list(seen) == [k for k, _ in items]  # every item reported, in order
     assert seen["plain"] == FrameSampling().indices(probe(synth["plain"]))
     assert seen["tiny"] == FrameSampling().indices(probe(tiny_video))
     for kind in broken:
         assert isinstance(seen[kind], DecodeError), kind
     assert "truncated" in str(seen["truncated_faststart"])
+    # a cut file whose index survives opens (info known) and fails while decoding
+    assert opened == {kind: kind == "truncated_faststart" for kind in broken}
 
 
 # ---------------------------------------------------------------- the worker process
