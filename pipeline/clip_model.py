@@ -80,10 +80,11 @@ class ClipModel:
         return torch.nn.functional.normalize(emb, dim=-1).cpu()
 
     def encode_images(self, images: Any) -> Any:
-        """L2-normalised embeddings (N, D) of (N, 3, S, S) float images in [0, 1]."""
+        """L2-normalised embeddings (N, D) of (N, 3, S, S) uint8 images (or floats in [0, 1])."""
         import torch
 
         x = images.to(self.device, non_blocking=True)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std

@@ -74,19 +74,24 @@ def _starts(length: int, k: int, size: int) -> list[int]:
 def cut_windows(frame: torch.Tensor, grid: WindowGrid) -> torch.Tensor:  # noqa: F821
     """Cut the grid's windows out of one frame.
 
-    ``frame`` is a (3, H, W) uint8 or float tensor; returns (m*n, 3, size, size) float32 in [0, 1].
+    ``frame`` is a (3, H, W) uint8 tensor; returns (m*n, 3, size, size) uint8 windows. Pixels
+    are copied as they are unless the frame has to be resized first (bicubic, rounded).
     """
     import torch
     import torch.nn.functional as F
 
-    if frame.ndim != 3 or frame.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) frame, got shape {tuple(frame.shape)}")
+    if frame.ndim != 3 or frame.shape[0] != 3 or frame.dtype != torch.uint8:
+        raise ValueError(
+            f"expected a (3, H, W) uint8 frame, got {tuple(frame.shape)} {frame.dtype}"
+        )
     _, height, width = frame.shape
-    x = frame.float() / 255.0 if frame.dtype == torch.uint8 else frame.float()
     h, w = grid.working_size(height, width)
+    x = frame
     if (h, w) != (height, width):
         x = F.interpolate(
-            x[None], size=(h, w), mode="bicubic", align_corners=False, antialias=h < height
-        )[0].clamp_(0.0, 1.0)
+            frame[None].float(), size=(h, w), mode="bicubic", align_corners=False,
+            antialias=h < height,
+        )[0]
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
     boxes = grid.boxes(height, width)
     return torch.stack([x[:, t:b, left:r] for t, left, b, r in boxes.tolist()])
