@@ -1,12 +1,15 @@
 """The background decoder behind :func:`vqa_pipe.pipeline.decode.decode_in_background`.
 
 One worker process (``spawn``) decodes the videos in order and sends messages
-through a bounded queue: ``("info", seq, VideoInfo, backend)``, ``("frame", seq,
-Frame)``, ``("backend", seq, name, reason)``, ``("end", seq)`` or ``("error", seq,
-DecodeError)``. The parent waits with a deadline: when nothing arrives for
-``timeout_s`` the worker is killed (a decoder that holds the GIL cannot be stopped
-any other way), a fresh one takes the remaining videos, and the video it was on
-fails with :class:`DecodeTimeout`.
+through a bounded queue: ``("ready",)`` once, then per video ``("info", seq,
+VideoInfo, backend, reason)``, ``("frame", seq, Frame)``, ``("backend", seq, name,
+reason)`` on a fallback, and ``("end", seq)`` or ``("error", seq, DecodeError)``;
+``("retired", seq)`` when it leaves after ``restart_every`` videos.
+
+The parent waits with a deadline: when nothing arrives for ``timeout_s`` the
+worker is killed (a decoder that holds the GIL cannot be stopped any other way), a
+fresh one takes the remaining videos, and the video it was on fails with
+:class:`DecodeTimeout`.
 """
 
 from __future__ import annotations

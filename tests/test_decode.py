@@ -197,12 +197,57 @@ def test_display_rotation_is_honoured(synth):
 def test_a_few_over_reported_frames_are_served_by_the_last_one(synth):
     real = probe(synth["plain"])  # 20 frames
     claims = VideoInfo(real.width, real.height, real.fps, 22, real.duration_s)
-    frames = list(iter_frames(synth["plain"], [18, 19, 20, 21], backend="pyav", info=claims))
+    used = []
+    frames = list(iter_frames(synth["plain"], [18, 19, 20, 21], info=claims,
+                              on_backend=lambda b, r: used.append((b, r))))
+    # decord is not trusted with a count that differs from the container's (it may hang)
+    assert used[0] == ("decord", None) and used[1][0] == "pyav" and "counts 20" in used[1][1]
     assert [f.index for f in frames] == [18, 19, 19, 19]
     assert all(frame_id(f.rgb) == 19 for f in frames[1:])
     lies = VideoInfo(real.width, real.height, real.fps, 40, real.duration_s)
     with pytest.raises(DecodeError, match="truncated"):
         list(iter_frames(synth["plain"], FrameSampling(None, None), info=lies))
+
+
+class _FlakyReader:
+    """A decord ``VideoReader`` that goes wrong: bad timestamps, or wrong-shaped frames later."""
+
+    mode = "shape"
+    real: type = object  # the real decord.VideoReader, set by the test
+
+    def __init__(self, path, **kwargs) -> None:
+        self._real = self.real(path, **kwargs)
+        self._calls = 0
+
+    def __len__(self) -> int:
+        return len(self._real)
+
+    def get_frame_timestamp(self, indices):
+        stamps = self._real.get_frame_timestamp(indices)
+        return stamps[::-1].copy() if self.mode == "stamps" else stamps
+
+    def get_batch(self, indices):
+        self._calls += 1
+        batch = self._real.get_batch(indices)
+        if self._calls == 2:  # the second chunk comes back with two channels
+            return type("Wrong", (), {"asnumpy": lambda _: batch.asnumpy()[..., :2]})()
+        return batch
+
+
+@pytest.mark.parametrize("mode, decord_frames", [("shape", 8), ("stamps", 0)])
+def test_auto_falls_back_to_pyav_when_decord_goes_wrong(synth, monkeypatch, mode, decord_frames):
+    decord = pytest.importorskip("decord")
+    monkeypatch.setattr(_FlakyReader, "mode", mode)
+    monkeypatch.setattr(_FlakyReader, "real", decord.VideoReader)
+    monkeypatch.setattr(decord, "VideoReader", _FlakyReader)
+    used = []
+    frames = list(iter_frames(synth["plain"], list(range(20)),
+                              on_backend=lambda b, r: used.append((b, r))))
+    assert [frame_id(f.rgb) for f in frames] == list(range(20))  # nothing lost or repeated
+    assert [b for b, _ in used] == ["decord", "pyav"]
+    assert f"after {decord_frames} frames" in used[1][1]
+    with pytest.raises(DecodeError, match="plain.mp4"):  # forced decord: no fallback
+        list(iter_frames(synth["plain"], list(range(20)), backend="decord"))
 
 
 # ---------------------------------------------------------------- broken files
