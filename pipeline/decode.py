@@ -17,8 +17,9 @@ streams, so rotated videos are always decoded with PyAV.
 
 Frame counts: when a container over-reports its frame count by a few frames (at
 most ``max(3, 2%)``), requested frames past the real end are served by the last
-decoded frame (its ``Frame.index`` tells the truth). A larger shortfall, such as
-a truncated file, is a :class:`DecodeError`.
+decoded frame: same pixels and ``time_s``, the requested ``index`` (so consumers
+that match frames by index still get every frame they planned for). A larger
+shortfall, such as a truncated file, is a :class:`DecodeError`.
 
 Hangs: :func:`iter_frames` runs in the calling process and cannot be interrupted.
 :func:`decode_in_background` decodes in a worker process that is killed after
@@ -138,7 +139,7 @@ class FrameSampling:
 
 @dataclass
 class Frame:
-    """One decoded frame: its index in the stream, its time from the stream start, RGB pixels."""
+    """One decoded frame: the requested index, its time from the stream start, RGB pixels."""
 
     index: int
     time_s: float
@@ -316,8 +317,8 @@ def _pyav_frames(path: str, wanted: list[int], info: VideoInfo) -> Iterator[Fram
                 f"the stream ends after {end.n_decoded} frames but frame {missing[-1]} was "
                 f"requested (the container reports {info.n_frames}); the file may be truncated",
             ) from None
-        for _ in missing:
-            yield Frame(last_index, last_time, last_rgb)
+        for index in missing:  # the requested index, the last frame's pixels and time
+            yield Frame(index, last_time, last_rgb)
     except _backends.BackendError as err:
         raise DecodeError(path, str(err)) from None
 
