@@ -26,14 +26,14 @@ def run_demo(
     Returns the manifest path and the extraction summary; the store is ``out_dir/features.zarr``.
     """
     out_dir = Path(out_dir)
-    log(f"demo dataset: {out_dir / 'data'} ({n_scenes} scenes x 16 distortion levels)")
-    manifest = make_demo_dataset(out_dir / "data", n_scenes=n_scenes)
-    built = build_branches(
+    built = build_branches(  # first: a missing checkpoint fails before any clip is rendered
         branches,
         clip_model=clip_model,
         clip_pretrained=clip_pretrained,
         random_weights=random_weights,
         device=device,
     )
+    log(f"demo dataset: {out_dir / 'data'} ({n_scenes} scenes x 16 distortion levels)")
+    manifest = make_demo_dataset(out_dir / "data", n_scenes=n_scenes)
     summary = run_extract(manifest, out_dir / "features.zarr", built, progress=progress)
     return manifest, summary

@@ -220,3 +220,18 @@ def test_cli_fails_when_nothing_succeeds_and_explains_weights(tmp_path):
     assert result.exit_code != 0 and "--random-weights" in result.output
     result = runner.invoke(main, ["extract", "--dataset", "nosuch"])
     assert result.exit_code != 0 and "vqa-pipe manifest build nosuch" in result.output
+
+
+def test_demo_command_builds_and_extracts(tmp_path):
+    runner = CliRunner()
+    args = ["demo", "--out", str(tmp_path / "demo"), "--scenes", "1", "--no-progress"]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code != 0 and "--random-weights" in refused.output
+    assert not (tmp_path / "demo" / "data").exists()  # failed before rendering anything
+    result = runner.invoke(main, [*args, "--random-weights"])
+    assert result.exit_code == 0, result.output
+    assert "16 extracted" in result.output and "RANDOM WEIGHTS" in result.output
+    store = FeatureStore.open(tmp_path / "demo" / "features.zarr")
+    assert len(store.done_ids("semantic")) == 16 and store.random_weights
+    again = runner.invoke(main, [*args, "--random-weights"])
+    assert again.exit_code == 0 and "16 already done" in again.output
