@@ -357,17 +357,20 @@ def test_the_worker_stays_at_most_prefetch_frames_ahead(synth):
                               timeout_s=30) as videos:
         video = next(videos)
         first = next(video.frames)
-        # wait until the worker stops moving (blocked on a full queue), however long that takes
+        # wait until the worker has run ahead and stopped (blocked on the full queue)
         last, still_since, give_up = -1, time.monotonic(), time.monotonic() + 30
-        while time.monotonic() < give_up:
+        while time.monotonic() < give_up and last <= prefetch:
             now = videos.frames_in_flight
             if now != last:
                 last, still_since = now, time.monotonic()
-            elif time.monotonic() - still_since > 1.0:
+            elif now >= 1 and time.monotonic() - still_since > 1.0:
                 break
             time.sleep(0.05)
-        assert 1 <= videos.frames_in_flight <= prefetch  # not 599: the queue holds it back
+        assert videos.frames_in_flight <= prefetch  # not 599: the queue holds it back
         rest = list(video.frames)
+        pid = videos.worker_pid
+        assert pid in _live_children()  # idle, waiting for another video
+    assert pid not in _live_children()  # leaving the with-block stopped and joined it
     assert first.index == 0 and [f.index for f in rest] == list(range(1, 600))
     assert [frame_id(f.rgb) for f in rest[-3:]] == [i % 256 for i in (597, 598, 599)]
 
@@ -387,7 +390,6 @@ def test_leaving_a_video_early_skips_it_and_closing_stops_the_worker(synth):
         next(long.frames)
     seven = next(videos)  # restart_every=1: a fresh worker per video
     assert len(list(seven.frames)) == 7 and videos.restarts >= 2
-    assert videos.worker_pid in _live_children()
     videos.close()
     assert _live_children() <= before
     with pytest.raises(StopIteration):
