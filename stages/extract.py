@@ -66,34 +66,85 @@ class ExtractSummary:
 @dataclass
 class _PartWork:
     part: int
-    branches: list[Branch]  # branches this part still needs
+    branches: list[str]  # branches this part still needs
     keep: dict[str, dict[str, dict]]  # branch -> video id -> arrays already in the store
     todo: list[str]  # videos to decode
     results: dict[str, dict[str, dict | str]] = field(default_factory=dict)
 
 
 def _plan_parts(
-    store: FeatureStore, branches: Sequence[Branch], retry_failed: bool
+    store: FeatureStore,
+    branches: Sequence[str],
+    retry_failed: bool,
+    parts: Sequence[int] | None = None,
 ) -> list[_PartWork]:
+    """Which parts still need which branches, and which videos must be decoded for them."""
     work = []
-    for part in range(store.n_parts):
+    for part in range(store.n_parts) if parts is None else parts:
         ids = store.part_ids(part)
         need, keep = [], {}
         for branch in branches:
-            if not store.part_complete(branch.name, part):
+            if not store.part_complete(branch, part):
                 need.append(branch)
-                keep[branch.name] = {}
-            elif retry_failed and store.part_failed_ids(branch.name, part):
+                keep[branch] = {}
+            elif retry_failed and store.part_failed_ids(branch, part):
                 need.append(branch)
-                done = [v for v in ids if v not in set(store.part_failed_ids(branch.name, part))]
-                arrays = list(store.arrays(branch.name))
-                per_array = {a: store.read(branch.name, a, done) for a in arrays}
-                keep[branch.name] = {v: {a: per_array[a][v] for a in arrays} for v in done}
+                failed = set(store.part_failed_ids(branch, part))
+                done = [v for v in ids if v not in failed]
+                arrays = list(store.arrays(branch))
+                per_array = {a: store.read(branch, a, done) for a in arrays}
+                keep[branch] = {v: {a: per_array[a][v] for a in arrays} for v in done}
         if not need:
             continue
-        todo = [v for v in ids if any(v not in keep[b.name] for b in need)]
-        work.append(_PartWork(part, need, keep, todo, {b.name: dict(keep[b.name]) for b in need}))
+        todo = [v for v in ids if any(v not in keep[b] for b in need)]
+        work.append(_PartWork(part, need, keep, todo, {b: dict(keep[b]) for b in need}))
     return work
+
+
+def _process(
+    store: FeatureStore,
+    work: list[_PartWork],
+    branches: Sequence[Branch],
+    paths: dict[str, str],
+    timeout_s: float,
+    on_video: Callable[[str, str | None], None],
+) -> None:
+    """Decode the work's videos once, feed the branches, write each part when it is whole.
+
+    ``on_video(video_id, failure_reason_or_None)`` is called after every video.
+    """
+    from vqa_pipe.pipeline.decode import decode_in_background
+
+    by_name = {b.name: b for b in branches}
+    plan = UnionPlan(tuple(b.plan() for b in branches))
+    owner = {vid: w for w in work for vid in w.todo}
+    stream = decode_in_background(
+        [(vid, paths[vid]) for w in work for vid in w.todo], plan, timeout_s=timeout_s
+    )
+    try:
+        for video in stream:
+            w = owner[video.key]
+            need = [by_name[b] for b in w.branches if video.key not in w.keep[b]]
+            reason = None
+            try:
+                if video.info is None:
+                    raise video.error or RuntimeError(f"{video.path}: could not open the video")
+                arrays = run_branches(video.info, video.frames, need, video.key)
+                for name, result in arrays.items():
+                    check_arrays(name, result)
+            except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
+                reason = f"{type(err).__name__}: {err}"
+                arrays = {b.name: reason for b in need}
+            for name, result in arrays.items():
+                w.results[name][video.key] = result
+            on_video(video.key, reason)
+            ids = store.part_ids(w.part)
+            if all(v in w.results[b] for b in w.branches for v in ids):
+                for branch in w.branches:
+                    store.write_part(branch, w.part, w.results[branch])
+                w.results.clear()  # free the part's arrays
+    finally:
+        stream.close()
 
 
 def build_branches(
@@ -177,8 +228,6 @@ def run_extract(
         retry_failed: redo videos recorded as failed (done videos of their parts are kept).
         limit: only the first ``limit`` videos of the manifest (a quick look).
     """
-    from vqa_pipe.pipeline.decode import decode_in_background
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not branches:
         raise ValueError("no extraction branch selected")
@@ -200,53 +249,43 @@ def run_extract(
     )
     if summary.random_weights:
         log(RANDOM_WEIGHTS_BANNER)
-    work = _plan_parts(store, branches, retry_failed)
+    work = _plan_parts(store, [b.name for b in branches], retry_failed)
     n_todo = sum(len(w.todo) for w in work)
-    summary.skipped = len(paths) - n_todo
-    todo_ids = {vid for w in work for vid in w.todo}
-    for branch in branches:
-        for vid, st in store.status(branch.name).items():
-            if st.state == "failed" and vid not in todo_ids:
-                summary.failed_before.setdefault(vid, st.reason)
+    _count_skipped(summary, store, branches, work)
     start = time.perf_counter()
     if n_todo:
-        plan = UnionPlan(tuple(b.plan() for b in branches))
-        owner = {vid: w for w in work for vid in w.todo}
         bar = _progress_bar(n_todo, progress)
-        stream = decode_in_background(
-            [(vid, paths[vid]) for w in work for vid in w.todo], plan, timeout_s=timeout_s
-        )
+
+        def on_video(video_id: str, reason: str | None) -> None:
+            _record(summary, bar, video_id, reason)
+
         try:
-            for video in stream:
-                w = owner[video.key]
-                need = [b for b in w.branches if video.key not in w.keep[b.name]]
-                try:
-                    if video.info is None:
-                        raise video.error or RuntimeError(f"{video.path}: could not open the video")
-                    arrays = run_branches(video.info, video.frames, need, video.key)
-                    for name, result in arrays.items():
-                        check_arrays(name, result)
-                except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
-                    reason = f"{type(err).__name__}: {err}"
-                    summary.failed[video.key] = reason
-                    for branch in need:
-                        w.results[branch.name][video.key] = reason
-                    bar.set_postfix_str(f"{len(summary.failed)} failed", refresh=False)
-                else:
-                    summary.done.append(video.key)
-                    for name, result in arrays.items():
-                        w.results[name][video.key] = result
-                bar.update(1)
-                if all(v in w.results[b.name] for b in w.branches for v in store.part_ids(w.part)):
-                    for branch in w.branches:
-                        store.write_part(branch.name, w.part, w.results[branch.name])
-                    w.results.clear()  # free the part's arrays
+            _process(store, work, branches, paths, timeout_s, on_video)
         finally:
-            stream.close()
             bar.close()
         store.consolidate()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _count_skipped(
+    summary: ExtractSummary, store: FeatureStore, branches: Sequence[Branch], work: list[_PartWork]
+) -> None:
+    todo_ids = {vid for w in work for vid in w.todo}
+    summary.skipped = summary.total - len(todo_ids)
+    for branch in branches:
+        for vid, st in store.status(branch.name).items():
+            if st.state == "failed" and vid not in todo_ids:
+                summary.failed_before.setdefault(vid, st.reason)
+
+
+def _record(summary: ExtractSummary, bar, video_id: str, reason: str | None) -> None:
+    if reason is None:
+        summary.done.append(video_id)
+    else:
+        summary.failed[video_id] = reason
+        bar.set_postfix_str(f"{len(summary.failed)} failed", refresh=False)
+    bar.update(1)
 
 
 def _progress_bar(total: int, enabled: bool):
