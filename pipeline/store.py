@@ -107,15 +107,20 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | Path) -> FeatureStore:
-        """Open an existing store for reading."""
+    def open(cls, path: str | Path, *, writable: bool = False) -> FeatureStore:
+        """Open an existing store: for reading, or (``writable``) for writing parts.
+
+        A writable open leaves the root metadata alone, so many processes may open the same
+        store to write different parts; configure it with :meth:`create_or_open` first.
+        """
         import zarr
 
         path = Path(path)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"no feature store at {path} (run `vqa-pipe extract` first)")
-        group = zarr.open_group(str(path), mode="r", use_consolidated=False)
-        return cls(path, group, writable=False)
+        mode = "a" if writable else "r"
+        group = zarr.open_group(str(path), mode=mode, use_consolidated=False)
+        return cls(path, group, writable=writable)
 
     @classmethod
     def create_or_open(

@@ -205,6 +205,19 @@ def build_branches(
     return branches
 
 
+def configure_store(
+    store_path: str | Path, video_ids: list[str], branches: Sequence[Branch], part_size: int
+) -> FeatureStore:
+    """Create or open the store and record every branch's configuration (refusing another)."""
+    store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
+    for branch in branches:
+        store.ensure_branch(branch.name, branch.config())
+        text = getattr(branch, "text_embeddings", None)
+        if text is not None:
+            store.put_branch_array(branch.name, "text_embeddings", text)
+    return store
+
+
 def run_extract(
     manifest: str | Path,
     store_path: str | Path,
@@ -235,12 +248,7 @@ def run_extract(
     if limit is not None:
         rows = rows[:limit]
     paths = {row.video_id: str(row.path) for row in rows}
-    store = FeatureStore.create_or_open(store_path, list(paths), part_size=part_size)
-    for branch in branches:
-        store.ensure_branch(branch.name, branch.config())
-        text = getattr(branch, "text_embeddings", None)
-        if text is not None:
-            store.put_branch_array(branch.name, "text_embeddings", text)
+    store = configure_store(store_path, list(paths), branches, part_size)
 
     summary = ExtractSummary(
         store=Path(store_path),
@@ -251,7 +259,7 @@ def run_extract(
         log(RANDOM_WEIGHTS_BANNER)
     work = _plan_parts(store, [b.name for b in branches], retry_failed)
     n_todo = sum(len(w.todo) for w in work)
-    _count_skipped(summary, store, branches, work)
+    _count_skipped(summary, store, [b.name for b in branches], work)
     start = time.perf_counter()
     if n_todo:
         bar = _progress_bar(n_todo, progress)
@@ -269,12 +277,12 @@ def run_extract(
 
 
 def _count_skipped(
-    summary: ExtractSummary, store: FeatureStore, branches: Sequence[Branch], work: list[_PartWork]
+    summary: ExtractSummary, store: FeatureStore, branches: Sequence[str], work: list[_PartWork]
 ) -> None:
     todo_ids = {vid for w in work for vid in w.todo}
     summary.skipped = summary.total - len(todo_ids)
     for branch in branches:
-        for vid, st in store.status(branch.name).items():
+        for vid, st in store.status(branch).items():
             if st.state == "failed" and vid not in todo_ids:
                 summary.failed_before.setdefault(vid, st.reason)
 

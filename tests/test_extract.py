@@ -235,3 +235,26 @@ def test_demo_command_builds_and_extracts(tmp_path):
     assert len(store.done_ids("semantic")) == 16 and store.random_weights
     again = runner.invoke(main, [*args, "--random-weights"])
     assert again.exit_code == 0 and "16 already done" in again.output
+
+
+def test_dask_workers_write_the_same_store(tmp_path, videos, branches):
+    """Parts spread over two local dask worker processes give the serial run's features."""
+    from vqa_pipe.stages.extract_dask import run_extract_dask
+
+    manifest, ids = videos
+    serial = run_extract(manifest, tmp_path / "serial.zarr", branches, part_size=1, progress=False)
+    spec = dict(names=["semantic"], **TINY)
+    parallel = run_extract_dask(
+        manifest, tmp_path / "dask.zarr", spec, workers=2, part_size=1, progress=False
+    )
+    assert sorted(parallel.done) == sorted(serial.done)
+    assert parallel.failed.keys() == serial.failed.keys()
+    a = FeatureStore.open(tmp_path / "serial.zarr").read("semantic", "frame_scores")
+    b = FeatureStore.open(tmp_path / "dask.zarr").read("semantic", "frame_scores")
+    assert a.keys() == b.keys()
+    for vid in a:
+        np.testing.assert_allclose(a[vid], b[vid], atol=2e-3)
+    rerun = run_extract_dask(
+        manifest, tmp_path / "dask.zarr", spec, workers=2, part_size=1, progress=False
+    )
+    assert rerun.done == [] and rerun.skipped == len(ids)

@@ -169,6 +169,14 @@ def default_store_path(
     help="Seconds without a decoded frame before a video fails.",
 )
 @click.option("--retry-failed", is_flag=True, help="Redo videos recorded as failed.")
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 256),
+    help="Extract parts in parallel on a local dask cluster of N worker processes.",
+)
+@click.option("--scheduler", help="Address of a running dask scheduler (tcp://host:8786).")
 @click.option("--limit", type=int, help="Only the first N videos of the manifest.")
 @click.option(
     "--strict", is_flag=True, help="Exit non-zero when any video failed (in this run or before)."
@@ -196,6 +204,8 @@ def extract(
     part_size,
     timeout_s,
     retry_failed,
+    workers,
+    scheduler,
     limit,
     strict,
     no_progress,
@@ -217,34 +227,44 @@ def extract(
     if store_path is None:
         name = dataset or manifest_path.stem
         store_path = default_store_path(name, clip_model, grid, softmax, prompts, random_weights)
+    spec = dict(
+        names=branches,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        random_weights=random_weights,
+        grid=grid,
+        window_fit=window_fit,
+        softmax=softmax,
+        prompts=prompts,
+        fps=fps,
+        max_frames=max_frames or None,
+        batch_windows=batch_windows,
+        swin_weights=str(swin_weights) if swin_weights else None,
+        spatial_clips=spatial_clips,
+        spatial_maps=spatial_output == "map",
+        device=_device(device),
+    )
+    common = dict(
+        part_size=part_size,
+        timeout_s=timeout_s,
+        retry_failed=retry_failed,
+        limit=limit,
+        progress=not no_progress,
+    )
     try:
-        built = build_branches(
-            branches,
-            clip_model=clip_model,
-            clip_pretrained=clip_pretrained,
-            random_weights=random_weights,
-            grid=grid,
-            window_fit=window_fit,
-            softmax=softmax,
-            prompts=prompts,
-            fps=fps,
-            max_frames=max_frames or None,
-            batch_windows=batch_windows,
-            swin_weights=swin_weights,
-            spatial_clips=spatial_clips,
-            spatial_maps=spatial_output == "map",
-            device=_device(device),
-        )
-        summary = run_extract(
-            manifest_path,
-            store_path,
-            built,
-            part_size=part_size,
-            timeout_s=timeout_s,
-            retry_failed=retry_failed,
-            limit=limit,
-            progress=not no_progress,
-        )
+        if workers or scheduler:
+            from vqa_pipe.stages.extract_dask import run_extract_dask
+
+            summary = run_extract_dask(
+                manifest_path,
+                store_path,
+                spec,
+                workers=workers or 2,
+                scheduler=scheduler,
+                **common,
+            )
+        else:
+            summary = run_extract(manifest_path, store_path, build_branches(**spec), **common)
     except (OSError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
     for line in summary.lines():
