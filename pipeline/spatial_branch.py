@@ -233,16 +233,29 @@ class SpatialBranch:
         state.outputs.clear()
         return out
 
-    # ---------------------------------------------------------------- internals
+    # ---------------------------------------------------------------- inspection
 
-    def _make_layouts(self, state: _VideoState, height: int, width: int) -> None:
-        state.frame_hw = (height, width)
-        state.layouts = [
+    def layouts_for(self, height: int, width: int) -> list[list[FragmentLayout]]:
+        """Patch positions used for ``height x width`` frames: ``[sampling][clip]``."""
+        return [
             [fragment_layout(height, width, grid=self.grid, patch=self.patch,
                              rng=clip_rng(self.seed, s, c))
              for c in range(self._plan.n_clips)]
             for s in range(self.n_samplings)
         ]
+
+    def fragments(self, state: Any) -> np.ndarray:
+        """The fragment clips built so far, (n_samplings, n_clips, clip_len, F, F, 3) uint8:
+        what the backbone sees (before normalisation), e.g. to look at them."""
+        view = state.buffers.view()
+        view.flags.writeable = False
+        return view
+
+    # ---------------------------------------------------------------- internals
+
+    def _make_layouts(self, state: _VideoState, height: int, width: int) -> None:
+        state.frame_hw = (height, width)
+        state.layouts = self.layouts_for(height, width)
 
     def _scaled(self, state: _VideoState, rgb: np.ndarray) -> np.ndarray:
         layout = state.layouts[0][0]
