@@ -150,6 +150,17 @@ def test_decord_and_pyav_agree_on_a_real_video(sample_videos):
     assert np.abs(ref[0].rgb.astype(int) - ref[1].rgb.astype(int)).mean() > 1.0
 
 
+def test_decord_and_pyav_agree_on_the_start_of_every_sample(sample_videos):
+    wanted = [0, 1, 2, 14, 15, 31, 47]  # neighbours, and jumps that make decord seek
+    for name, row in sample_videos.items():
+        ref = list(iter_frames(row["path"], wanted, backend="pyav"))
+        got = list(iter_frames(row["path"], wanted, backend="decord"))
+        assert [f.index for f in got] == [f.index for f in ref] == wanted, name
+        for a, b in zip(got, ref, strict=True):
+            diff = np.abs(a.rgb.astype(np.int16) - b.rgb.astype(np.int16))
+            assert diff.mean() < 0.5 and diff.max() <= 16, f"{name} frame {a.index} differs"
+
+
 @pytest.mark.parametrize("fixture, shape", [("portrait_video", (720, 406, 3)),
                                             ("tiny_video", (144, 192, 3))])
 def test_portrait_and_tiny_real_videos_come_out_at_native_size(request, fixture, shape):
