@@ -258,3 +258,50 @@ def test_dask_workers_write_the_same_store(tmp_path, videos, branches):
         manifest, tmp_path / "dask.zarr", spec, workers=2, part_size=1, progress=False
     )
     assert rerun.done == [] and rerun.skipped == len(ids)
+
+
+def test_rescore_with_new_prompts_without_decoding(tmp_path, videos, branches):
+    manifest, ids = videos
+    source = tmp_path / "s.zarr"
+    run_extract(manifest, source, branches, part_size=2, progress=False)
+    prompts = tmp_path / "p.json"
+    prompts.write_text(
+        '{"name": "two", "sets": {"q": {"template": "a {} video.", "pairs": [["good", "bad"]]}}}'
+    )
+    runner = CliRunner()
+    out = tmp_path / "re.zarr"
+    result = runner.invoke(
+        main,
+        [
+            "rescore",
+            str(source),
+            "--out",
+            str(out),
+            "--prompts",
+            str(prompts),
+            "--softmax",
+            "pairs",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "RANDOM WEIGHTS" in result.output and "re-scored 3 videos" in result.output
+    new = FeatureStore.open(out)
+    scores = new.read("semantic", "frame_scores")
+    frames = FeatureStore.open(source).read("semantic", "frame_scores")
+    assert set(scores) == set(frames) and new.status("semantic")["corrupt"].state == "failed"
+    for vid in scores:
+        assert scores[vid].shape == (frames[vid].shape[0], 4)
+        np.testing.assert_allclose(scores[vid][:, 0] + scores[vid][:, 1], 1.0, atol=1e-5)
+    assert new.branch_config("semantic")["prompts"]["texts"] == ["a good video.", "a bad video."]
+    # the same prompts reproduce the source's features exactly
+    same = runner.invoke(main, ["rescore", str(source), "--out", str(tmp_path / "same.zarr")])
+    assert same.exit_code == 0, same.output
+    again = FeatureStore.open(tmp_path / "same.zarr").read("semantic", "frame_scores")
+    for vid in again:
+        np.testing.assert_allclose(again[vid], frames[vid], atol=1e-5)
+    # a checkpoint that is not the source's is refused
+    wrong = runner.invoke(
+        main,
+        ["rescore", str(source), "--out", str(tmp_path / "w.zarr"), "--clip-pretrained", "openai"],
+    )
+    assert wrong.exit_code != 0 and "random weights" in wrong.output

@@ -289,6 +289,45 @@ def inspect(store: Path, failed: bool):
     click.echo(text)
 
 
+@click.command("rescore")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New store for the re-scored features (the source is not written).",
+)
+@click.option(
+    "--prompts", default="default", show_default=True, help="'default' or a prompt JSON file."
+)
+@click.option("--softmax", type=click.Choice(SOFTMAX), help="Default: the source's.")
+@click.option("--clip-pretrained", help="The checkpoint the source was made with.")
+@click.option("--device", default="auto", show_default=True)
+def rescore(source, out, prompts, softmax, clip_pretrained, device):
+    """Score cached window embeddings against new prompts, without running CLIP on videos."""
+    from vqa_pipe.stages.extract import RANDOM_WEIGHTS_BANNER
+    from vqa_pipe.stages.rescore import run_rescore
+
+    try:
+        summary = run_rescore(
+            source,
+            out,
+            prompts=prompts,
+            softmax=softmax,
+            clip_pretrained=clip_pretrained,
+            device=_device(device),
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    if summary.random_weights:
+        click.echo(RANDOM_WEIGHTS_BANNER)
+    click.echo(
+        f"re-scored {summary.videos} videos into {summary.store}: {summary.parts_written} "
+        f"parts written, {summary.parts_skipped} skipped, {summary.seconds:.1f} s"
+    )
+
+
 @click.group("weights")
 def weights():
     """Model weights: where they are looked for, and how to fetch them on an online machine."""
@@ -317,4 +356,4 @@ def weights_download(model: str, tag: str, cache_dir: str | None):
     click.echo(f"use it with: vqa-pipe extract --clip-model {model} --clip-pretrained {tag} …")
 
 
-COMMANDS = [extract, inspect, weights]
+COMMANDS = [extract, inspect, rescore, weights]
