@@ -234,7 +234,7 @@ def choose_backend(info: VideoInfo, backend: str) -> tuple[str, str | None]:
     if missing:
         return "pyav", missing
     if info.rotation:
-        return "pyav", f"rotated stream ({info.rotation} degrees): decord ignores display rotation"
+        return "pyav", f"rotated stream ({info.rotation} degrees): decord mishandles rotation"
     return "decord", None
 
 

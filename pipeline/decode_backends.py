@@ -7,6 +7,7 @@ indices and raise :class:`BackendError` with a reason (without the file name:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -175,6 +176,7 @@ def _time_of(frame: av.VideoFrame, start: int, time_base, index: int, stream) ->
     return index / float(rate) if rate else 0.0
 
 
+@functools.lru_cache(maxsize=1)
 def decord_available() -> str | None:
     """``None`` when decord imports, else the reason it does not."""
     try:
