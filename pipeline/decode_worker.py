@@ -214,6 +214,11 @@ class BackgroundDecoder(Iterator[VideoFrames]):
             raise ValueError(f"restart_every must be >= 1 or None, got {restart_every!r}")
         if not isinstance(plan, FramePlan):
             plan = list(plan)  # explicit indices: validated per video by iter_frames
+        if mp.current_process().daemon:
+            raise RuntimeError(
+                "decode_in_background needs a worker process, and this process is daemonic "
+                "(daemons may not have children); for dask set distributed.worker.daemon=False"
+            )
         self._core = _Core(items, plan, float(timeout_s), prefetch_frames, backend, restart_every)
         self._gen = self._core.run()
 
