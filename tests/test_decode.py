@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import multiprocessing
 import os
 import time
@@ -26,19 +25,6 @@ from vqa_pipe.pipeline.decode import (
 
 KONVID = "konvid_3339962845.mp4"  # moov atom at the end of the file
 FASTSTART = "nomos_video-1621367634.mp4"  # moov atom at the start: a cut file still opens
-
-
-@pytest.fixture(scope="session")
-def sample_videos(shared_data: Path) -> dict[str, dict]:
-    """``samples.csv`` rows by file name; accepts the ``file`` header the CSV really has.
-
-    Overrides the conftest fixture, which looks for a ``File`` column.
-    """
-    folder = shared_data / "videos"
-    with open(folder / "samples.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    name = "file" if rows and "file" in rows[0] else "File"
-    return {row[name]: dict(row, path=folder / row[name]) for row in rows}
 
 
 @pytest.fixture(scope="module")
