@@ -133,11 +133,15 @@ def get_backbone_config(name: str) -> SwinConfig:
 
 
 def _effective_window(
-    size: tuple[int, int, int], window: tuple[int, int, int]
+    size: tuple[int, int, int], window: tuple[int, int, int], shift: tuple[int, int, int]
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """Window clipped to the feature size, and the shift for shifted blocks (0 where clipped)."""
+    """Window clipped to the feature size, and the shift of shifted blocks (0 where clipped).
+
+    The shift is half the *configured* window even when an adaptive window is smaller, as in
+    FAST-VQA.
+    """
     win = tuple(min(s, w) for s, w in zip(size, window))
-    shift = tuple(0 if s <= w else w // 2 for s, w in zip(size, window))
+    shift = tuple(0 if s <= w else sh for s, w, sh in zip(size, window, shift))
     return win, shift  # type: ignore[return-value]
 
 
@@ -367,7 +371,7 @@ class SwinStage(nn.Module):
                 device: torch.device) -> _StageContext:
         """Geometry for a (D, H, W) map; ``window`` overrides the stage's (adaptive windows)."""
         base = self.window
-        win, shift = _effective_window(size, window or base)
+        win, shift = _effective_window(size, window or base, tuple(w // 2 for w in base))
         full = self.blocks[0].attn.relative_position_index
         n = win[0] * win[1] * win[2]
         if window is not None:  # adaptive: the sub-window's entries of the full index
