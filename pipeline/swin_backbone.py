@@ -245,6 +245,8 @@ class PatchEmbed3D(nn.Module):
 
 
 class WindowAttention3D(nn.Module):
+    fused: bool | None = None  # scaled_dot_product_attention; None: on CUDA only
+
     def __init__(self, dim: int, window: tuple[int, int, int], heads: int, frag_bias: bool):
         super().__init__()
         self.heads = heads
@@ -282,7 +284,8 @@ class WindowAttention3D(nn.Module):
         qkv = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         bias = bias.to(q.dtype)
-        if x.device.type == "cuda":  # fused kernels; on CPU the explicit product is faster
+        fused = self.fused if self.fused is not None else x.device.type == "cuda"
+        if fused:  # fused kernels; on CPU the explicit product is faster
             if bias.dim() == 4:  # per-window bias: fold windows into the head axis
                 nw = bias.shape[0]
                 shape = (bw // nw, nw * self.heads, n, c // self.heads)

@@ -305,3 +305,16 @@ def test_weights_or_random_flag_is_required(tmp_path):
         load_swin("swin3d_t")
     with pytest.raises(WeightsError, match="not both"):
         load_swin("swin3d_t", tmp_path / "x.pth", random_weights=True)
+
+
+def test_fused_attention_path_matches_the_explicit_one(monkeypatch):
+    from vqa_pipe.pipeline.swin_backbone import WindowAttention3D
+
+    config = SwinConfig(**SMALL, frag_bias=(True, False))  # per-window and shared biases
+    model = SwinBackbone(config).init_random(5).eval()
+    x = torch.randn(2, 3, 6, 64, 48)
+    with torch.no_grad():
+        explicit = model(x)
+        monkeypatch.setattr(WindowAttention3D, "fused", True)  # the CUDA path, run on CPU
+        fused = model(x)
+    torch.testing.assert_close(fused, explicit, atol=1e-4, rtol=1e-4)
