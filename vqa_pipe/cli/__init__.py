@@ -13,8 +13,53 @@ from vqa_pipe import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vqa-pipe")
-def main() -> None:
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML file whose section named after the command (e.g. 'extract:') gives its option "
+    "defaults; options on the command line still win. This is how dvc.yaml reads params.yaml.",
+)
+@click.pass_context
+def main(ctx: click.Context, params_file: str | None) -> None:
     """Blind video quality assessment: extract features once, regress in seconds."""
+    if params_file and ctx.invoked_subcommand:
+        ctx.default_map = _defaults_from(params_file, ctx.invoked_subcommand)
+
+
+def _defaults_from(params_file: str, command_name: str) -> dict:
+    """The params section for one command, checked against the command's options."""
+    import yaml
+
+    with open(params_file) as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, dict):
+        raise click.UsageError(f"{params_file}: expected a mapping of sections")
+    section = params.get(command_name)
+    if section is None:
+        return {}
+    command = main.get_command(click.get_current_context(), command_name)
+    _check_section(section, command, f"{params_file}: {command_name}")
+    return {command_name: section}
+
+
+def _check_section(section: object, command: click.Command, where: str) -> None:
+    if not isinstance(section, dict):
+        raise click.UsageError(f"{where}: expected a mapping, got {type(section).__name__}")
+    if isinstance(command, click.Group):
+        for name, sub in section.items():
+            if name not in command.commands:
+                raise click.UsageError(
+                    f"{where}: '{name}' is not a subcommand; valid: {sorted(command.commands)}"
+                )
+            _check_section(sub, command.commands[name], f"{where}.{name}")
+        return
+    valid = {p.name for p in command.params if isinstance(p, click.Option)}
+    unknown = sorted(set(section) - valid)
+    if unknown:
+        raise click.UsageError(
+            f"{where}: unknown keys {unknown}; valid keys: {sorted(valid - {'help'})}"
+        )
 
 
 def _register() -> None:
