@@ -78,13 +78,11 @@ def upscaled_size(height: int, width: int, min_side: int) -> tuple[int, int]:
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an HxWx3 uint8 frame to ``size`` = (height, width)."""
-    import torch
-    import torch.nn.functional as F
+    """Bilinear resize of an HxWx3 uint8 frame to ``size`` = (height, width) (Pillow)."""
+    from PIL import Image
 
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-    y = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 @dataclass(frozen=True, eq=False)
