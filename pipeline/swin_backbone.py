@@ -272,9 +272,11 @@ class WindowAttention3D(nn.Module):
         bias = self.relative_position_bias_table[flat].view(n, n, -1).permute(2, 0, 1)
         if gate is not None and self.has_frag_bias:
             frag = self.fragment_position_bias_table[flat].view(n, n, -1).permute(2, 0, 1)
-            g = gate[:, None]
-            bias = bias[None] * g + frag[None] * (1 - g)
-        if mask is not None:
+            # FAST-VQA's rpb * g + frag * (1 - g), in one pass over the (nW, nH, N, N) result
+            bias = torch.addcmul(frag[None], (bias - frag)[None], gate[:, None])
+            if mask is not None:
+                bias.add_(mask[:, None])
+        elif mask is not None:
             bias = bias + mask[:, None]
         return bias
 
@@ -298,9 +300,9 @@ class WindowAttention3D(nn.Module):
         else:
             attn = (q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)
             if bias.dim() == 4:
-                attn = (attn.view(-1, *bias.shape) + bias).view(bw, self.heads, n, n)
+                attn.view(-1, *bias.shape).add_(bias)
             else:
-                attn = attn + bias
+                attn.add_(bias)
             out = attn.softmax(-1) @ v
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
@@ -369,6 +371,11 @@ class SwinStage(nn.Module):
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
+        self._contexts: dict[tuple, _StageContext] = {}
+
+    def _apply(self, fn, recurse=True):  # .to() / .half(): drop cached geometry
+        self._contexts = {}
+        return super()._apply(fn, recurse)
 
     def context(self, size: tuple[int, int, int], window: tuple[int, int, int] | None,
                 device: torch.device) -> _StageContext:
@@ -395,7 +402,16 @@ class SwinStage(nn.Module):
         return ctx
 
     def forward(self, x: torch.Tensor, window: tuple[int, int, int] | None) -> torch.Tensor:
-        ctx = self.context(tuple(x.shape[1:4]), window, x.device)
+        size = tuple(x.shape[1:4])
+        if torch.is_grad_enabled():
+            ctx = self.context(size, window, x.device)
+        else:  # masks and gates depend on the geometry only: reuse them from clip to clip
+            key = (size, window, str(x.device), torch.is_inference_mode_enabled())
+            ctx = self._contexts.get(key)
+            if ctx is None:
+                if len(self._contexts) >= 4:
+                    self._contexts.clear()
+                ctx = self._contexts[key] = self.context(size, window, x.device)
         for block in self.blocks:
             x = block(x, ctx)
         return self.downsample(x) if self.downsample is not None else x
