@@ -18,6 +18,10 @@ looped, as upstream does.
 
 Positions are deterministic: sampling ``s`` of clip ``c`` draws its offsets from
 ``numpy.random.default_rng([seed, s, c])``, independent of the video's id and content.
+
+Differences from FAST-VQA's ``get_spatial_fragments`` (which draws unseeded offsets): offsets
+may reach the last position of a cell (upstream stops one short), and cell sizes of upscaled
+frames are taken from the upscaled size (upstream keeps the size before upscaling).
 """
 
 from __future__ import annotations
