@@ -8,6 +8,8 @@ written whole when its last video is through, so a crash loses at most the part 
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from vqa_pipe.pipeline.branches import Branch, UnionPlan, check_arrays, run_branches
 from vqa_pipe.pipeline.manifest import read_manifest
-from vqa_pipe.pipeline.store import FeatureStore
+from vqa_pipe.pipeline.store import FeatureStore, StoreError
 
 RANDOM_WEIGHTS_BANNER = (
     "WARNING: RANDOM WEIGHTS. These features come from untrained models: "
@@ -163,6 +165,9 @@ def build_branches(
     swin_weights: str | Path | None = None,
     spatial_clips: int = 4,
     spatial_maps: bool = True,
+    spatial_backbone: str = "auto",
+    spatial_samplings: int = 1,
+    spatial_seed: int = 0,
     device: str = "cpu",
 ) -> list[Branch]:
     """Build the named branches (``semantic``, ``spatial``) with their models loaded."""
@@ -193,9 +198,16 @@ def build_branches(
 
             branches.append(
                 SpatialBranch(
+                    backbone_name=(
+                        "swin3d_t"
+                        if spatial_backbone == "auto" and not swin_weights
+                        else spatial_backbone
+                    ),
                     weights=swin_weights,
                     random_weights=random_weights,
                     n_clips=spatial_clips,
+                    n_samplings=spatial_samplings,
+                    seed=spatial_seed,
                     store_maps=spatial_maps,
                     device=device,
                 )
@@ -206,9 +218,27 @@ def build_branches(
 
 
 def configure_store(
-    store_path: str | Path, video_ids: list[str], branches: Sequence[Branch], part_size: int
+    store_path: str | Path,
+    video_ids: list[str],
+    branches: Sequence[Branch],
+    part_size: int,
+    on_config_change: str = "error",
 ) -> FeatureStore:
-    """Create or open the store and record every branch's configuration (refusing another)."""
+    """Create or open the store and record every branch's configuration.
+
+    A store made with another configuration (or video list, or part size) is refused, or with
+    ``on_config_change="replace"`` deleted and started afresh (what a DVC stage whose params
+    changed wants; only a folder that is a vqa-pipe store is ever deleted).
+    """
+    if on_config_change not in ("error", "replace"):
+        raise ValueError(f"on_config_change must be 'error' or 'replace', got {on_config_change!r}")
+    if on_config_change == "replace" and Path(store_path, "zarr.json").is_file():
+        try:
+            _check_store(store_path, video_ids, branches, part_size)
+        except StoreError as err:
+            FeatureStore.open(store_path)  # raises unless it really is a vqa-pipe store
+            print(f"replacing {store_path}: {str(err).splitlines()[0]}", file=sys.stderr)
+            shutil.rmtree(store_path)
     store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
     for branch in branches:
         store.ensure_branch(branch.name, branch.config())
@@ -216,6 +246,20 @@ def configure_store(
         if text is not None:
             store.put_branch_array(branch.name, "text_embeddings", text)
     return store
+
+
+def _check_store(
+    store_path: str | Path, video_ids: list[str], branches: Sequence[Branch], part_size: int
+) -> None:
+    """Raise StoreError when the existing store does not fit this run (changes nothing)."""
+    store = FeatureStore.open(store_path)
+    if store.part_size != part_size or video_ids[: len(store.video_ids)] != store.video_ids:
+        raise StoreError(f"{store_path} was made with another video list or part size")
+    for branch in branches:
+        if branch.name in store.branches():
+            old = json.loads(json.dumps(store.branch_config(branch.name)))
+            if old != json.loads(json.dumps(branch.config())):
+                raise StoreError(f"{store_path} holds '{branch.name}' with another configuration")
 
 
 def run_extract(
@@ -229,6 +273,7 @@ def run_extract(
     limit: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    on_config_change: str = "error",
 ) -> ExtractSummary:
     """Extract every branch's features for the videos of a manifest into a feature store.
 
@@ -240,6 +285,7 @@ def run_extract(
         timeout_s: a video whose decoder gives no frame for this long fails with a timeout.
         retry_failed: redo videos recorded as failed (done videos of their parts are kept).
         limit: only the first ``limit`` videos of the manifest (a quick look).
+        on_config_change: ``error`` (default) or ``replace`` an existing store made differently.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not branches:
@@ -248,7 +294,7 @@ def run_extract(
     if limit is not None:
         rows = rows[:limit]
     paths = {row.video_id: str(row.path) for row in rows}
-    store = configure_store(store_path, list(paths), branches, part_size)
+    store = configure_store(store_path, list(paths), branches, part_size, on_config_change)
 
     summary = ExtractSummary(
         store=Path(store_path),

@@ -75,6 +75,7 @@ def run_extract_dask(
     limit: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    on_config_change: str = "error",
 ) -> ExtractSummary:
     """Like ``run_extract``, with parts spread over a dask cluster.
 
@@ -92,7 +93,7 @@ def run_extract_dask(
     paths = {row.video_id: str(row.path) for row in rows}
     # The client builds the branches on the CPU only to record their configuration.
     local = build_branches(**{**branch_spec, "device": "cpu"})
-    store = configure_store(store_path, list(paths), local, part_size)
+    store = configure_store(store_path, list(paths), local, part_size, on_config_change)
     del local
     summary = ExtractSummary(
         store=Path(store_path),

@@ -305,3 +305,22 @@ def test_rescore_with_new_prompts_without_decoding(tmp_path, videos, branches):
         ["rescore", str(source), "--out", str(tmp_path / "w.zarr"), "--clip-pretrained", "openai"],
     )
     assert wrong.exit_code != 0 and "random weights" in wrong.output
+
+
+def test_on_config_change_replace_starts_over(tmp_path, videos, branches):
+    manifest, _ = videos
+    store = tmp_path / "s.zarr"
+    run_extract(manifest, store, branches, part_size=2, progress=False)
+    other = build_branches(["semantic"], **{**TINY, "max_frames": 2})
+    summary = run_extract(
+        manifest, store, other, part_size=2, progress=False, on_config_change="replace"
+    )
+    assert len(summary.done) == 3 and summary.skipped == 0
+    assert FeatureStore.open(store).branch_config("semantic")["sampling"]["max_frames"] == 2
+    # a folder that is not a vqa-pipe store is never deleted
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    with pytest.raises(StoreError, match="not a vqa-pipe feature store"):
+        run_extract(manifest, foreign, other, progress=False, on_config_change="replace")
+    assert (foreign / "zarr.json").is_file()

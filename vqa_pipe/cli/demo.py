@@ -35,12 +35,24 @@ import click
 )
 @click.option("--branches", default="semantic", show_default=True, help="semantic and/or spatial.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def demo(out_dir, clip_model, clip_pretrained, random_weights, scenes, branches, no_progress):
+@click.option("--data-only", is_flag=True, help="Only make the clips and their manifest.")
+def demo(
+    out_dir, clip_model, clip_pretrained, random_weights, scenes, branches, no_progress, data_only
+):
     """Make the demo clips (real distortions, documented MOS rule) and extract their features."""
     from vqa_pipe.cli.extract import _parse_branches
     from vqa_pipe.stages.demo import run_demo
     from vqa_pipe.stages.inspect import describe_store
 
+    if data_only:
+        from vqa_pipe.pipeline.demo_clips import make_demo_dataset
+
+        try:
+            manifest = make_demo_dataset(out_dir / "data", n_scenes=scenes)
+        except (OSError, ValueError) as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"demo clips and labels in {manifest.parent}; manifest {manifest}")
+        return
     names = _parse_branches(None, None, branches)
     try:
         manifest, summary = run_demo(

@@ -158,6 +158,23 @@ def default_store_path(
     show_default=True,
     help="Store the Swin feature map per clip (plus pooled) or only the pooled vector.",
 )
+@click.option(
+    "--spatial-backbone",
+    type=click.Choice(["auto", "swin3d_t", "swin3d_t_grpb"]),
+    default="auto",
+    show_default=True,
+    help="auto: chosen from the checkpoint's keys (FAST-VQA/DOVER -> swin3d_t_grpb).",
+)
+@click.option(
+    "--spatial-samplings",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Differently seeded fragment samplings per clip (training augmentation).",
+)
+@click.option(
+    "--spatial-seed", default=0, show_default=True, type=int, help="Fragment sampling seed."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
 @click.option("--part-size", default=32, show_default=True, type=int, help="Videos per store part.")
 @click.option(
@@ -169,6 +186,13 @@ def default_store_path(
     help="Seconds without a decoded frame before a video fails.",
 )
 @click.option("--retry-failed", is_flag=True, help="Redo videos recorded as failed.")
+@click.option(
+    "--on-config-change",
+    type=click.Choice(["error", "replace"]),
+    default="error",
+    show_default=True,
+    help="When --out holds a store made with other settings: refuse, or delete it and start over.",
+)
 @click.option(
     "--workers",
     default=0,
@@ -200,10 +224,14 @@ def extract(
     swin_weights,
     spatial_clips,
     spatial_output,
+    spatial_backbone,
+    spatial_samplings,
+    spatial_seed,
     device,
     part_size,
     timeout_s,
     retry_failed,
+    on_config_change,
     workers,
     scheduler,
     limit,
@@ -242,6 +270,9 @@ def extract(
         swin_weights=str(swin_weights) if swin_weights else None,
         spatial_clips=spatial_clips,
         spatial_maps=spatial_output == "map",
+        spatial_backbone=spatial_backbone,
+        spatial_samplings=spatial_samplings,
+        spatial_seed=spatial_seed,
         device=_device(device),
     )
     common = dict(
