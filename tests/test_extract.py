@@ -324,3 +324,35 @@ def test_on_config_change_replace_starts_over(tmp_path, videos, branches):
     with pytest.raises(StoreError, match="not a vqa-pipe feature store"):
         run_extract(manifest, foreign, other, progress=False, on_config_change="replace")
     assert (foreign / "zarr.json").is_file()
+
+
+def test_both_branches_in_one_decoding_pass(tmp_path, tiny_video):
+    manifest = write_manifest([ManifestRow("tiny", tiny_video, None, None)], tmp_path / "m.csv")
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            "extract",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(tmp_path / "s.zarr"),
+            "--branches",
+            "semantic,spatial",
+            "--clip-model",
+            "vqa-tiny-clip",
+            "--random-weights",
+            "--max-frames",
+            "2",
+            "--spatial-clips",
+            "1",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert set(store.branches()) == {"semantic", "spatial"}
+    assert store.read("spatial", "clip_pooled")["tiny"].shape == (1, 768)
+    assert store.read("spatial", "clip_maps")["tiny"].shape == (1, 768, 16, 7, 7)
+    assert store.read("semantic", "frame_scores")["tiny"].shape[0] == 2
+    assert store.branch_config("spatial")["random_weights"] is True
