@@ -1,0 +1,483 @@
+"""Model inputs for stage two: store arrays joined to the manifest's MOS by video id.
+
+A :class:`FeatureTable` holds, for each labelled video with features, its MOS on the
+dataset's own scale and one fixed-shape array per *role* a regressor asks for:
+
+================  ==========================  =============================================
+role              shape per video             built from
+================  ==========================  =============================================
+``flat``          ``(d,)``                    pooled features of the chosen branches,
+                                              concatenated in order: ``semantic`` gives the
+                                              mean and std over frames of ``frame_scores``
+                                              (4r values), ``spatial`` the mean over clips
+                                              of ``clip_pooled`` (C), an imported set (e.g.
+                                              ``videval``) its ``features`` row (d)
+``sequence``      ``(T, 2r)``                 ``semantic/frame_scores`` resampled to T frames
+``spatial_maps``  ``(C, T', H', W')``         ``spatial/clip_maps`` averaged over clips
+``spatial_pooled``  ``(C,)``                  ``spatial/clip_pooled`` averaged over clips
+================  ==========================  =============================================
+
+MOS scales. The manifest gives each video's scale (``1-5`` or ``0-100``). Regressors learn
+on a *unit* scale, ``(mos - low) / (high - low)`` in [0, 1], so datasets with different scales
+can be trained on and tested across; every prediction is mapped back to the scale of the
+video it is for, and all reported numbers (predictions, RMSE) are on that scale.
+
+Only the arrays a role needs are read, one store part at a time (so large ``clip_maps`` are
+reduced part by part, never held whole). Nothing is dropped silently: unlabelled videos,
+videos without features and videos with NaN features are counted in :attr:`FeatureTable.notes`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vqa_pipe.pipeline.manifest import MOS_SCALES
+
+log = logging.getLogger(__name__)
+
+FLAT = "flat"
+SEQUENCE = "sequence"
+SPATIAL_MAPS = "spatial_maps"
+SPATIAL_POOLED = "spatial_pooled"
+ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED)
+
+# Where each non-flat role comes from: (branch, array).
+ROLE_SOURCES: dict[str, tuple[str, str]] = {
+    SEQUENCE: ("semantic", "frame_scores"),
+    SPATIAL_MAPS: ("spatial", "clip_maps"),
+    SPATIAL_POOLED: ("spatial", "clip_pooled"),
+}
+# What each branch contributes to the flat role: (array, pooling).
+FLAT_SOURCES: dict[str, tuple[str, str]] = {
+    "semantic": ("frame_scores", "mean_std"),
+    "spatial": ("clip_pooled", "mean"),
+}
+IMPORTED_ARRAY = "features"
+
+NAN_POLICIES: tuple[str, ...] = ("drop", "error", "zero", "mean")
+"""``drop``: leave out videos with NaN features (counted in the notes); ``error``: refuse;
+``zero``: replace NaN with 0; ``mean``: keep NaN, regressors impute the training-part mean."""
+
+
+
+class FeatureError(ValueError):
+    """Features cannot be joined or used as asked; the message names the store, video or group."""
+
+
+def _scale_bounds(scales: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    low = np.empty(len(scales))
+    high = np.empty(len(scales))
+    for i, scale in enumerate(scales):
+        try:
+            low[i], high[i] = MOS_SCALES[scale]
+        except KeyError:
+            raise FeatureError(
+                f"unknown MOS scale {scale!r}; known: {', '.join(MOS_SCALES)}"
+            ) from None
+    return low, high
+
+
+def to_unit(mos: np.ndarray | Sequence[float], scales: Sequence[str]) -> np.ndarray:
+    """MOS on each video's own scale -> [0, 1]."""
+    low, high = _scale_bounds(scales)
+    return (np.asarray(mos, dtype=np.float64) - low) / (high - low)
+
+
+def from_unit(unit: np.ndarray | Sequence[float], scales: Sequence[str]) -> np.ndarray:
+    """[0, 1] -> each video's own MOS scale."""
+    low, high = _scale_bounds(scales)
+    return np.asarray(unit, dtype=np.float64) * (high - low) + low
+
+
+@dataclass
+class FeatureTable:
+    """Labelled videos with fixed-shape inputs, one array per role (axis 0 = videos)."""
+
+    video_ids: list[str]
+    mos: np.ndarray
+    scales: list[str]
+    inputs: dict[str, np.ndarray]
+    dataset: str = ""
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.video_ids = [str(v) for v in self.video_ids]
+        self.mos = np.asarray(self.mos, dtype=np.float64).ravel()
+        if isinstance(self.scales, str):
+            self.scales = [self.scales] * len(self.video_ids)
+        self.scales = list(self.scales)
+        n = len(self.video_ids)
+        if len(set(self.video_ids)) != n:
+            dup = sorted({v for v in self.video_ids if self.video_ids.count(v) > 1})[:5]
+            raise FeatureError(f"duplicate video ids in feature table: {dup}")
+        if len(self.mos) != n or len(self.scales) != n:
+            raise FeatureError(
+                f"{n} video ids but {len(self.mos)} MOS values and {len(self.scales)} scales"
+            )
+        _scale_bounds(self.scales)
+        for role, arr in self.inputs.items():
+            if len(arr) != n:
+                raise FeatureError(f"role '{role}' has {len(arr)} rows for {n} videos")
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def unit_mos(self) -> np.ndarray:
+        """MOS mapped to [0, 1] by each video's scale."""
+        return to_unit(self.mos, self.scales)
+
+    def take(self, index: Sequence[int] | np.ndarray) -> FeatureTable:
+        """The rows at ``index`` (in that order)."""
+        index = np.asarray(index, dtype=np.int64)
+        return FeatureTable(
+            video_ids=[self.video_ids[i] for i in index],
+            mos=self.mos[index],
+            scales=[self.scales[i] for i in index],
+            inputs={role: arr[index] for role, arr in self.inputs.items()},
+            dataset=self.dataset,
+            notes=list(self.notes),
+            info=dict(self.info),
+        )
+
+    def subset(self, video_ids: Iterable[str]) -> FeatureTable:
+        """The rows of ``video_ids`` (in that order); unknown ids are an error naming them."""
+        position = {v: i for i, v in enumerate(self.video_ids)}
+        ids = list(video_ids)
+        missing = [v for v in ids if v not in position]
+        if missing:
+            raise FeatureError(
+                f"{len(missing)} video ids are not in the feature table"
+                f"{' of ' + self.dataset if self.dataset else ''}: {missing[:5]}"
+            )
+        return self.take([position[v] for v in ids])
+
+    def require(self, role: str, who: str = "this regressor") -> np.ndarray:
+        """The array of ``role``, or a :class:`FeatureError` saying which store group is missing."""
+        if role in self.inputs:
+            return self.inputs[role]
+        if role == FLAT:
+            hint = "pooled features (load the table with the flat role)"
+        elif role in ROLE_SOURCES:
+            branch, array = ROLE_SOURCES[role]
+            hint = f"the '{branch}' branch (array '{array}')"
+        else:
+            hint = f"role '{role}'"
+        raise FeatureError(
+            f"{who} needs {hint}, which the feature table"
+            f"{' of ' + self.dataset if self.dataset else ''} does not have "
+            f"(it has: {', '.join(self.inputs) or 'nothing'})"
+        )
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        """Per-video shape of each role's array."""
+        return {role: list(arr.shape[1:]) for role, arr in self.inputs.items()}
+
+
+def resample_time(x: np.ndarray, n_frames: int) -> np.ndarray:
+    """Bring ``x`` (F, ...) to ``n_frames`` rows along time.
+
+    More frames than asked: average over ``n_frames`` equal segments (anti-aliased pooling).
+    Fewer: linear interpolation between neighbouring frames. Equal: unchanged.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    f = len(x)
+    if n_frames < 1:
+        raise FeatureError(f"n_frames must be >= 1, got {n_frames}")
+    if f == 0:
+        raise FeatureError("cannot resample a video with no frames")
+    if f == n_frames:
+        return x.copy()
+    if f > n_frames:
+        edges = np.linspace(0, f, n_frames + 1)
+        starts = np.floor(edges[:-1]).astype(int)
+        stops = np.maximum(np.ceil(edges[1:]).astype(int), starts + 1)
+        return np.stack([x[a:b].mean(axis=0) for a, b in zip(starts, stops)]).astype(np.float32)
+    pos = np.linspace(0, f - 1, n_frames)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, f - 1)
+    w = (pos - lo).reshape((-1,) + (1,) * (x.ndim - 1)).astype(np.float32)
+    return (x[lo] * (1 - w) + x[hi] * w).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How to build model inputs from a store.
+
+    ``flat_branches``: branches pooled into the flat role, in order (None: all branches of
+    the store, in the store's order). ``n_frames``: T of the ``sequence`` role.
+    """
+
+    flat_branches: tuple[str, ...] | None = None
+    n_frames: int = 16
+    nan_policy: str = "drop"
+
+    def __post_init__(self) -> None:
+        if self.nan_policy not in NAN_POLICIES:
+            raise FeatureError(
+                f"unknown NaN policy {self.nan_policy!r}; choose one of {', '.join(NAN_POLICIES)}"
+            )
+        if self.n_frames < 1:
+            raise FeatureError(f"n_frames must be >= 1, got {self.n_frames}")
+
+    def to_json(self) -> dict:
+        return {
+            "flat_branches": None if self.flat_branches is None else list(self.flat_branches),
+            "n_frames": self.n_frames,
+            "nan_policy": self.nan_policy,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> TableSpec:
+        fb = data.get("flat_branches")
+        return cls(
+            flat_branches=None if fb is None else tuple(fb),
+            n_frames=int(data.get("n_frames", 16)),
+            nan_policy=str(data.get("nan_policy", "drop")),
+        )
+
+
+def _pool_flat(branch: str, array: str, rows: np.ndarray, video_id: str) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim == 1:
+        rows = rows[None]
+    if len(rows) == 0:
+        raise FeatureError(f"video '{video_id}' has no rows in '{branch}/{array}'")
+    rows = rows.reshape(len(rows), -1)
+    how = FLAT_SOURCES.get(branch, (IMPORTED_ARRAY, "mean"))[1]
+    if how == "mean_std":
+        return np.concatenate([rows.mean(axis=0), rows.std(axis=0)])
+    return rows.mean(axis=0)
+
+
+def _role_value(role: str, rows: np.ndarray, spec: TableSpec, video_id: str) -> np.ndarray:
+    if role == SEQUENCE:
+        if rows.ndim != 2:
+            raise FeatureError(
+                f"video '{video_id}': semantic/frame_scores has shape {rows.shape}, "
+                "expected (F, 2r)"
+            )
+        return resample_time(rows, spec.n_frames)
+    if role in (SPATIAL_MAPS, SPATIAL_POOLED):
+        if len(rows) == 0:
+            raise FeatureError(f"video '{video_id}' has no spatial clips")
+        return np.asarray(rows, dtype=np.float32).mean(axis=0)
+    raise FeatureError(f"unknown role {role!r}")
+
+
+def _store_arrays(store: Any, branch: str) -> dict:
+    try:
+        return store.arrays(branch)
+    except Exception as err:  # StoreError from a missing branch
+        raise FeatureError(str(err)) from None
+
+
+def load_table(
+    store: Any,
+    manifest: str | Path,
+    roles: Iterable[str],
+    spec: TableSpec | None = None,
+    *,
+    dataset: str | None = None,
+    who: str = "the regressor",
+) -> FeatureTable:
+    """Join a feature store to a manifest's MOS and build the inputs of ``roles``.
+
+    Args:
+        store: a :class:`~vqa_pipe.pipeline.store.FeatureStore` or the path of one.
+        manifest: the manifest CSV the store was made from (gives MOS and scale per video).
+        roles: the roles to build (see the module docstring).
+        spec: flat branches, T and the NaN policy.
+        dataset: a name for messages and reports (default: the manifest's file stem).
+        who: what asks for the features, for error messages (e.g. "regressor 'mlp'").
+
+    Raises:
+        FeatureError: a branch or array a role needs is missing (the message names it and
+            lists what the store has), store videos are not in the manifest, NaN features
+            under ``nan_policy='error'``, or no labelled video has features.
+    """
+    from vqa_pipe.pipeline.manifest import read_manifest
+    from vqa_pipe.pipeline.store import FeatureStore
+
+    spec = spec or TableSpec()
+    roles = list(dict.fromkeys(roles))
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise FeatureError(f"unknown roles {unknown}; known: {', '.join(ROLES)}")
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore.open(store)
+    manifest = Path(manifest)
+    rows = {row.video_id: row for row in read_manifest(manifest)}
+    name = dataset or manifest.stem
+    notes: list[str] = []
+
+    not_in_manifest = [v for v in store.video_ids if v not in rows]
+    if not_in_manifest:
+        raise FeatureError(
+            f"{len(not_in_manifest)} videos of store {store.path} are not in manifest "
+            f"{manifest} (e.g. {not_in_manifest[:5]}); was the store made from another manifest?"
+        )
+
+    # Which (branch, array) pairs each role needs, checked against the store up front.
+    available = store.branches()
+    needs: dict[str, list[tuple[str, str]]] = {}
+    for role in roles:
+        if role == FLAT:
+            branches = list(spec.flat_branches) if spec.flat_branches else list(available)
+            if not branches:
+                raise FeatureError(f"store {store.path} has no feature branches yet")
+            pairs = []
+            for branch in branches:
+                array = FLAT_SOURCES.get(branch, (IMPORTED_ARRAY, "mean"))[0]
+                pairs.append((branch, array))
+            needs[role] = pairs
+        else:
+            needs[role] = [ROLE_SOURCES[role]]
+    for role, pairs in needs.items():
+        for branch, array in pairs:
+            if branch not in available:
+                raise FeatureError(
+                    f"{who} needs the '{branch}' branch (array '{array}', role '{role}'), but "
+                    f"store {store.path} has only: {', '.join(available) or 'no branches'}"
+                )
+            arrays = _store_arrays(store, branch)
+            if arrays and array not in arrays:
+                extra = (
+                    " (clip maps are optional in the spatial branch config; re-extract with"
+                    " them enabled)" if array == "clip_maps" else ""
+                )
+                raise FeatureError(
+                    f"{who} needs array '{array}' of the '{branch}' branch (role '{role}'), "
+                    f"but store {store.path} has only: {', '.join(arrays)}{extra}"
+                )
+
+    # Labelled videos with features in every needed branch, in store order.
+    labelled = [v for v in store.video_ids if rows[v].mos is not None]
+    n_unlabelled = len(store.video_ids) - len(labelled)
+    if n_unlabelled:
+        notes.append(f"{n_unlabelled} videos have no MOS and are left out")
+    keep = set(labelled)
+    used_branches = list(dict.fromkeys(b for pairs in needs.values() for b, _ in pairs))
+    for branch in used_branches:
+        status = store.status(branch)
+        missing = [v for v in labelled if v in keep and status[v].state != "done"]
+        if missing:
+            failed = [v for v in missing if status[v].state == "failed"]
+            reasons = "; ".join(f"{v}: {status[v].reason}" for v in failed[:3])
+            notes.append(
+                f"{len(missing)} labelled videos have no '{branch}' features "
+                f"({len(failed)} failed, {len(missing) - len(failed)} pending)"
+                + (f", e.g. {reasons}" if reasons else "")
+            )
+            keep -= set(missing)
+    ids = [v for v in labelled if v in keep]
+    if not ids:
+        raise FeatureError(
+            f"no labelled video of {manifest} has features in store {store.path}"
+            + (f" ({'; '.join(notes)})" if notes else "")
+        )
+
+    # Read part by part and reduce each video right away.
+    inputs: dict[str, np.ndarray] = {}
+    layout: list[list[Any]] = []
+    for role, pairs in needs.items():
+        blocks = []
+        for branch, array in pairs:
+            values: dict[str, np.ndarray] = {}
+            for part in range(store.n_parts):
+                part_ids = [v for v in store.part_ids(part) if v in keep]
+                if not part_ids:
+                    continue
+                data = store.read(branch, array, part_ids)
+                for vid in part_ids:
+                    rows_v = np.asarray(data[vid])
+                    if role == FLAT:
+                        values[vid] = _pool_flat(branch, array, rows_v, vid)
+                    else:
+                        values[vid] = _role_value(role, rows_v, spec, vid)
+            shapes = {values[v].shape for v in ids}
+            if len(shapes) != 1:
+                raise FeatureError(
+                    f"'{branch}/{array}' gives videos of different shapes {sorted(shapes)} "
+                    f"in store {store.path}"
+                )
+            stacked = np.stack([values[v] for v in ids])
+            blocks.append(stacked.astype(np.float32))
+            if role == FLAT:
+                layout.append([branch, array, int(stacked.shape[1])])
+        inputs[role] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+
+    table = FeatureTable(
+        video_ids=ids,
+        mos=np.array([rows[v].mos for v in ids], dtype=np.float64),
+        scales=[rows[v].mos_scale for v in ids],
+        inputs=inputs,
+        dataset=name,
+        notes=notes,
+        info={"spec": spec.to_json(), "flat_layout": layout, "store": str(store.path),
+              "manifest": str(manifest)},
+    )
+    table = apply_nan_policy(table, spec.nan_policy)
+    for note in table.notes:
+        log.info("%s: %s", name, note)
+    return table
+
+
+def apply_nan_policy(table: FeatureTable, policy: str) -> FeatureTable:
+    """Handle videos with NaN (or inf) features as ``policy`` says, noting what was done."""
+    if policy not in NAN_POLICIES:
+        raise FeatureError(
+            f"unknown NaN policy {policy!r}; choose one of {', '.join(NAN_POLICIES)}"
+        )
+    bad = np.zeros(len(table), dtype=bool)
+    for arr in table.inputs.values():
+        bad |= ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    table.info["nan_policy"] = policy
+    if not bad.any():
+        return table
+    ids = [v for v, b in zip(table.video_ids, bad) if b]
+    what = f"{len(ids)} of {len(table)} videos{' of ' + table.dataset if table.dataset else ''}"
+    if policy == "error":
+        raise FeatureError(
+            f"{what} have NaN or inf features (e.g. {ids[:5]}); choose a NaN policy "
+            "(drop, zero or mean) to drop or impute them"
+        )
+    if policy == "drop":
+        keep = np.flatnonzero(~bad)
+        if not len(keep):
+            raise FeatureError(f"all {len(table)} videos have NaN features; nothing left to use")
+        out = table.take(keep)
+        out.notes.append(f"dropped {len(ids)} videos with NaN features (e.g. {ids[:3]})")
+        out.info["nan_dropped"] = ids
+        return out
+    if policy == "zero":
+        for role, arr in table.inputs.items():
+            table.inputs[role] = np.where(np.isfinite(arr), arr, 0).astype(arr.dtype)
+        table.notes.append(f"imputed 0 for the NaN features of {len(ids)} videos")
+    else:  # mean: regressors fill NaN with training-part means
+        for role, arr in table.inputs.items():
+            table.inputs[role] = np.where(np.isinf(arr), np.nan, arr).astype(arr.dtype)
+        table.notes.append(
+            f"{len(ids)} videos have NaN features, imputed with training-part means"
+        )
+    table.info["nan_imputed"] = ids
+    return table
+
+
+def check_compatible(train: FeatureTable, other: FeatureTable, roles: Iterable[str]) -> None:
+    """Refuse to apply a model trained on ``train`` to ``other`` when input shapes differ."""
+    for role in roles:
+        a = train.require(role)
+        b = other.require(role)
+        if a.shape[1:] != b.shape[1:]:
+            raise FeatureError(
+                f"role '{role}': {train.dataset or 'training'} features have shape "
+                f"{a.shape[1:]} but {other.dataset or 'test'} features have {b.shape[1:]}; "
+                "they were extracted with different configurations"
+            )

@@ -1,0 +1,366 @@
+"""Train / validation / test splits for the evaluation protocol.
+
+Every split carries a validation part carved from its training part: epochs and
+hyper-parameters are chosen on it, never on a test part.
+
+* :func:`random_splits`: N random splits (default 10, 80/20, fixed seeds), the UGC-VQA
+  protocol (VIDEVAL, TLVQM, CLiF-VQA report the median over such splits).
+* :func:`konvid_splits`: the 1000 KoNViD-1k permutations distributed with VSFA
+  (``KoNViD-1kinfo.mat``); permutation *k* puts its first 60 % in training, the next 20 %
+  in validation and the last 20 % in test (VSFA's ``train/val/test`` ratios).
+* :func:`lsvq_official_split`: LSVQ's official train / test / test-1080p lists.
+* :func:`holdout_split`: a fixed training set and any number of named test sets, e.g.
+  cross-dataset (train on one dataset, test on another).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MIN_TRAIN = 4
+"""Fewest training videos (after carving validation) a split may have."""
+
+
+class SplitError(ValueError):
+    """A split cannot be made as asked (too few videos, unknown ids, bad ratios)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One protocol run: ids to train on, to choose epochs/hyper-parameters on, and to test."""
+
+    name: str
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "train", tuple(self.train))
+        object.__setattr__(self, "val", tuple(self.val))
+        object.__setattr__(self, "test", {k: tuple(v) for k, v in self.test.items()})
+        train, val = set(self.train), set(self.val)
+        if train & val:
+            raise SplitError(f"split {self.name}: {len(train & val)} videos in both train and val")
+        for name, ids in self.test.items():
+            overlap = (train | val) & set(ids)
+            if overlap:
+                raise SplitError(
+                    f"split {self.name}: {len(overlap)} videos of test set '{name}' are also "
+                    f"used for training or validation (e.g. {sorted(overlap)[:3]})"
+                )
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "train": list(self.train),
+            "val": list(self.val),
+            "test": {k: list(v) for k, v in self.test.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Split:
+        return cls(
+            name=str(data["name"]),
+            train=tuple(data["train"]),
+            val=tuple(data["val"]),
+            test={k: tuple(v) for k, v in data["test"].items()},
+            seed=data.get("seed"),
+        )
+
+
+def _check_ratio(name: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise SplitError(f"{name} must be in [0, 1), got {value}")
+
+
+def _carve(ids: np.ndarray, ratio: float, rng: np.random.Generator) -> tuple[list, list]:
+    """Split ``ids`` into (rest, carved) with ``round(ratio * n)`` carved at random."""
+    order = rng.permutation(len(ids))
+    n_carved = int(round(ratio * len(ids)))
+    return [ids[i] for i in order[n_carved:]], [ids[i] for i in order[:n_carved]]
+
+
+def random_splits(
+    video_ids: Sequence[str],
+    n_splits: int = 10,
+    *,
+    test_ratio: float = 0.2,
+    val_ratio: float = 0.2,
+    seed: int = 0,
+) -> list[Split]:
+    """``n_splits`` random train/val/test splits with fixed seeds.
+
+    Split *k* uses seed ``seed + k``: the test part is ``test_ratio`` of all videos, the
+    validation part ``val_ratio`` of the remaining training part.
+
+    Raises:
+        SplitError: too few videos for a non-empty test part, at least 2 validation videos
+            and :data:`MIN_TRAIN` training videos, or bad ratios.
+    """
+    ids = np.asarray(list(video_ids), dtype=object)
+    if len(set(ids.tolist())) != len(ids):
+        raise SplitError("video ids must be unique")
+    if n_splits < 1:
+        raise SplitError(f"n_splits must be >= 1, got {n_splits}")
+    _check_ratio("test_ratio", test_ratio)
+    _check_ratio("val_ratio", val_ratio)
+    n = len(ids)
+    n_test = int(round(test_ratio * n))
+    n_val = int(round(val_ratio * (n - n_test)))
+    n_train = n - n_test - n_val
+    if n_test < 3 or (val_ratio > 0 and n_val < 2) or n_train < MIN_TRAIN:
+        raise SplitError(
+            f"too few videos for the splits: {n} labelled videos give {n_train} train / "
+            f"{n_val} validation / {n_test} test; need at least {MIN_TRAIN} / 2 / 3 "
+            f"(test_ratio={test_ratio}, val_ratio={val_ratio})"
+        )
+    splits = []
+    for k in range(n_splits):
+        rng = np.random.default_rng(seed + k)
+        train_all, test = _carve(ids, test_ratio, rng)
+        train, val = _carve(np.asarray(train_all, dtype=object), val_ratio, rng)
+        splits.append(
+            Split(name=f"split{k:02d}", train=train, val=val, test={"test": test}, seed=seed + k)
+        )
+    return splits
+
+
+def holdout_split(
+    train_ids: Sequence[str],
+    test_sets: Mapping[str, Sequence[str]],
+    *,
+    val_ratio: float = 0.2,
+    seed: int = 0,
+    name: str = "holdout",
+) -> Split:
+    """A fixed training set (validation carved from it at random) and named test sets.
+
+    Used for official splits and for cross-dataset tests (train on one dataset, test on
+    another): test ids may come from other datasets.
+    """
+    _check_ratio("val_ratio", val_ratio)
+    ids = np.asarray(list(train_ids), dtype=object)
+    train, val = _carve(ids, val_ratio, np.random.default_rng(seed))
+    if len(train) < MIN_TRAIN or (val_ratio > 0 and len(val) < 2):
+        raise SplitError(
+            f"too few training videos for split '{name}': {len(ids)} give {len(train)} train / "
+            f"{len(val)} validation; need at least {MIN_TRAIN} / 2"
+        )
+    for set_name, test in test_sets.items():
+        if len(test) < 3:
+            raise SplitError(f"test set '{set_name}' has {len(test)} videos; need at least 3")
+    return Split(name=name, train=train, val=val, test=dict(test_sets), seed=seed)
+
+
+# --------------------------------------------------------------------------- id matching
+def _key_variants(name: str) -> list[str]:
+    """Ways a label-file name may appear as a manifest video id, most specific first."""
+    posix = name.strip().replace("\\", "/")
+    no_ext = re.sub(r"\.[A-Za-z0-9]{2,4}$", "", posix)
+    base = posix.rsplit("/", 1)[-1]
+    stem = no_ext.rsplit("/", 1)[-1]
+    return list(dict.fromkeys([posix, no_ext, base, stem]))
+
+
+def match_ids(names: Iterable[str], video_ids: Iterable[str], *, what: str) -> dict[str, str]:
+    """Map names from a label or split file onto manifest video ids.
+
+    A name matches an id equal to it, to it without extension, or to its file name / stem
+    (``yfcc-batch1/747.mp4`` matches ``yfcc-batch1/747.mp4``, ``yfcc-batch1/747``,
+    ``747.mp4`` or ``747``). Names with no matching id are left out of the result.
+
+    Raises:
+        SplitError: one id matches several names (ambiguous stems).
+    """
+    index: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    for vid in video_ids:
+        for key in _key_variants(vid):
+            if key in index and index[key] != vid:
+                ambiguous.add(key)
+            index.setdefault(key, vid)
+    out: dict[str, str] = {}
+    for name in names:
+        for key in _key_variants(name):
+            if key in index:
+                if key in ambiguous and key != name:
+                    raise SplitError(
+                        f"{what}: '{name}' matches several manifest ids through '{key}'"
+                    )
+                out[name] = index[key]
+                break
+    taken: dict[str, str] = {}
+    for name, vid in out.items():
+        if vid in taken:
+            raise SplitError(
+                f"{what}: manifest id '{vid}' matches both '{taken[vid]}' and '{name}'"
+            )
+        taken[vid] = name
+    return out
+
+
+# --------------------------------------------------------------------------- KoNViD-1k
+def _read_mat_strings(f, refs) -> list[str]:
+    out = []
+    for ref in np.asarray(refs).ravel():
+        chars = np.asarray(f[ref][()]).ravel()
+        out.append("".join(chr(int(c)) for c in chars))
+    return out
+
+
+def read_konvid_info(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Video names and the permutations (n_perm, 1200; 0-based video positions) of
+    ``KoNViD-1kinfo.mat`` (MATLAB v7.3, read with h5py)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"KoNViD split file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            names = _read_mat_strings(f, f["video_names"][()])
+            index = np.asarray(f["index"][()], dtype=np.float64)
+            ref_ids = np.asarray(f["ref_ids"][()], dtype=np.float64).ravel()
+    except (OSError, KeyError) as err:
+        raise SplitError(
+            f"{path} is not a KoNViD-1kinfo.mat (MATLAB v7.3 with video_names, index, "
+            f"ref_ids): {err}"
+        ) from None
+    n = len(names)
+    if index.shape[0] != n and index.shape[1] == n:
+        index = index.T
+    if index.shape[0] != n or len(ref_ids) != n:
+        raise SplitError(f"{path}: index has shape {index.shape} for {n} videos")
+    # index holds ref ids (1-based); map them to positions in video_names.
+    position = {int(r): i for i, r in enumerate(ref_ids)}
+    try:
+        perms = np.vectorize(lambda r: position[int(r)])(index.T)
+    except KeyError as err:
+        raise SplitError(f"{path}: permutation refers to unknown ref id {err}") from None
+    return names, perms.astype(np.int64)
+
+
+def _flickr_id(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    match = re.match(r"(\d+)", base)
+    return match.group(1) if match else base
+
+
+def konvid_splits(
+    info_mat: str | Path,
+    video_ids: Sequence[str],
+    n_splits: int = 10,
+    *,
+    start: int = 0,
+    train_ratio: float = 0.6,
+    val_ratio: float = 0.2,
+    allow_missing: bool = False,
+) -> list[Split]:
+    """Splits from the KoNViD-1k permutations in ``KoNViD-1kinfo.mat`` (as VSFA uses them).
+
+    Permutation ``start + k`` gives split *k*: its first ``ceil(train_ratio * 1200)``
+    videos train, the next ones up to ``ceil((train_ratio + val_ratio) * 1200)`` validate,
+    the rest test. Videos are matched to ``video_ids`` by their Flickr id (the leading
+    number of a name such as ``8536919744_original_centercrop_960x540_8s.mp4``).
+
+    Raises:
+        SplitError: permutation videos missing from ``video_ids`` (unless ``allow_missing``,
+            which leaves them out), or more splits asked than permutations exist.
+    """
+    names, perms = read_konvid_info(info_mat)
+    if not 0 <= start or start + n_splits > len(perms):
+        raise SplitError(
+            f"{info_mat} has {len(perms)} permutations; cannot take {n_splits} from {start}"
+        )
+    by_flickr: dict[str, str] = {}
+    for vid in video_ids:
+        key = _flickr_id(vid)
+        if key in by_flickr:
+            raise SplitError(f"video ids '{by_flickr[key]}' and '{vid}' share Flickr id {key}")
+        by_flickr[key] = vid
+    mapped = [by_flickr.get(_flickr_id(n)) for n in names]
+    missing = [n for n, m in zip(names, mapped) if m is None]
+    if missing and not allow_missing:
+        raise SplitError(
+            f"{len(missing)} of the {len(names)} KoNViD-1k videos in {info_mat} are not among "
+            f"the {len(video_ids)} given video ids (e.g. {missing[:3]}); pass allow_missing "
+            "to leave them out"
+        )
+    n = len(names)
+    n_train = math.ceil(train_ratio * n)
+    n_trainval = math.ceil((train_ratio + val_ratio) * n)
+    splits = []
+    for k in range(start, start + n_splits):
+        perm = perms[k]
+        train, val, test = (
+            [mapped[i] for i in part if mapped[i] is not None]
+            for part in (perm[:n_train], perm[n_train:n_trainval], perm[n_trainval:])
+        )
+        if len(train) < MIN_TRAIN or len(test) < 3:
+            raise SplitError(f"KoNViD permutation {k}: too few videos left ({len(train)} train)")
+        splits.append(Split(name=f"konvid{k:03d}", train=train, val=val,
+                            test={"test": test}, seed=k))
+    return splits
+
+
+# --------------------------------------------------------------------------- LSVQ
+LSVQ_FILES = {"train": "train_labels.txt", "test": "labels_test.txt",
+              "test-1080p": "labels_1080p.txt"}
+
+
+def read_label_names(path: str | Path) -> list[str]:
+    """First column (relative video path) of a FAST-VQA style ``labels*.txt`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"label file {path} does not exist")
+    names = []
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            name = line.split(",", 1)[0].strip()
+            if not name:
+                raise SplitError(f"{path}:{line_no}: empty video name")
+            names.append(name)
+    return names
+
+
+def lsvq_official_split(
+    train_labels: str | Path,
+    test_labels: Mapping[str, str | Path],
+    video_ids: Sequence[str],
+    *,
+    val_ratio: float = 0.2,
+    seed: int = 0,
+    allow_missing: bool = False,
+) -> Split:
+    """LSVQ's official split: train on ``train_labels``, test on each of ``test_labels``
+    (usually ``{"test": labels_test.txt, "test-1080p": labels_1080p.txt}``).
+
+    ``video_ids`` are the ids of the feature table(s) (train and test stores together);
+    names are matched as :func:`match_ids` does. Validation is carved from training.
+    """
+    ids = list(video_ids)
+
+    def ids_of(path: str | Path, what: str) -> list[str]:
+        names = read_label_names(path)
+        found = match_ids(names, ids, what=str(path))
+        missing = [n for n in names if n not in found]
+        if missing and not allow_missing:
+            raise SplitError(
+                f"{len(missing)} of the {len(names)} {what} videos in {path} have no features "
+                f"(e.g. {missing[:3]}); pass allow_missing to leave them out"
+            )
+        return [found[n] for n in names if n in found]
+
+    train = ids_of(train_labels, "training")
+    tests = {name: ids_of(path, f"'{name}'") for name, path in test_labels.items()}
+    return holdout_split(train, tests, val_ratio=val_ratio, seed=seed, name="lsvq-official")
