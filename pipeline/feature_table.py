@@ -271,6 +271,38 @@ def _role_value(role: str, rows: np.ndarray, spec: TableSpec, video_id: str) -> 
     raise FeatureError(f"unknown role {role!r}")
 
 
+def iter_video_rows(store: Any, branch: str, array: str, video_ids: Iterable[str]):
+    """Yield ``(video_id, rows)`` for the given done videos, reading each store part once.
+
+    Reads lazily through :meth:`FeatureStore.to_dask` one part (dask block) at a time, so a
+    large array (``clip_maps``) is never held whole.
+    """
+    darr, slices = store.to_dask(branch, array)
+    wanted = [v for v in video_ids if v in slices]
+    missing = [v for v in video_ids if v not in slices]
+    if missing:
+        raise FeatureError(
+            f"{len(missing)} videos have no '{branch}/{array}' rows in {store.path}: {missing[:5]}"
+        )
+    bounds = np.concatenate([[0], np.cumsum(darr.chunks[0])]).astype(np.int64)
+    by_block: dict[int, list[str]] = {}
+    for vid in wanted:
+        sl = slices[vid]
+        if sl.stop == sl.start:
+            yield vid, np.zeros((0,) + tuple(darr.shape[1:]), dtype=darr.dtype)
+            continue
+        block = int(np.searchsorted(bounds, sl.start, side="right") - 1)
+        by_block.setdefault(block, []).append(vid)
+    for block, vids in sorted(by_block.items()):
+        data = np.asarray(darr.blocks[block].compute(scheduler="synchronous"))
+        lo = bounds[block]
+        for vid in vids:
+            sl = slices[vid]
+            if sl.stop > bounds[block + 1]:
+                raise FeatureError(f"'{branch}/{array}' rows of '{vid}' span two store parts")
+            yield vid, data[sl.start - lo : sl.stop - lo]
+
+
 def _store_arrays(store: Any, branch: str) -> dict:
     try:
         return store.arrays(branch)
@@ -390,17 +422,11 @@ def load_table(
         blocks = []
         for branch, array in pairs:
             values: dict[str, np.ndarray] = {}
-            for part in range(store.n_parts):
-                part_ids = [v for v in store.part_ids(part) if v in keep]
-                if not part_ids:
-                    continue
-                data = store.read(branch, array, part_ids)
-                for vid in part_ids:
-                    rows_v = np.asarray(data[vid])
-                    if role == FLAT:
-                        values[vid] = _pool_flat(branch, array, rows_v, vid)
-                    else:
-                        values[vid] = _role_value(role, rows_v, spec, vid)
+            for vid, rows_v in iter_video_rows(store, branch, array, ids):
+                if role == FLAT:
+                    values[vid] = _pool_flat(branch, array, rows_v, vid)
+                else:
+                    values[vid] = _role_value(role, rows_v, spec, vid)
             shapes = {values[v].shape for v in ids}
             if len(shapes) != 1:
                 raise FeatureError(

@@ -1,0 +1,47 @@
+"""Stage ``features import``: bring an external feature matrix into a feature store.
+
+Thin stage around :func:`vqa_pipe.pipeline.feature_import.import_features`: it resolves
+the default store path and logs the import report.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vqa_pipe.pipeline.feature_import import FeatureImportError, ImportReport, import_features
+
+log = logging.getLogger(__name__)
+
+
+def default_import_store(manifest: str | Path, name: str) -> Path:
+    """``features/<dataset>/<name>.zarr`` for a manifest ``.../<dataset>.csv``."""
+    return Path("features") / Path(manifest).stem / f"{name}.zarr"
+
+
+def run_import(
+    matrix: str | Path,
+    manifest: str | Path,
+    *,
+    name: str,
+    store: str | Path | None = None,
+    key: str | None = None,
+    id_column: str | None = None,
+    order_file: str | Path | None = None,
+    order_column: str | None = None,
+    id_pattern: str | None = None,
+    part_size: int = 32,
+) -> ImportReport:
+    """Import ``matrix`` as branch ``name`` of ``store`` (default: :func:`default_import_store`)."""
+    store_path = Path(store) if store is not None else default_import_store(manifest, name)
+    report = import_features(
+        matrix, manifest, store_path, name=name, key=key, id_column=id_column,
+        order_file=order_file, order_column=order_column, id_pattern=id_pattern,
+        part_size=part_size,
+    )
+    for line in report.summary().splitlines():
+        log.info(line)
+    return report
+
+
+__all__ = ["FeatureImportError", "default_import_store", "run_import"]

@@ -1,0 +1,379 @@
+"""Stage two, ``train``: fit a regressor on cached features under the evaluation protocol.
+
+Protocols (``TrainOptions.protocol``):
+
+* ``random``: N random train/val/test splits (default 10, 80/20, 20 % of training for
+  validation, seeds ``seed .. seed+N-1``);
+* ``konvid``: the KoNViD-1k permutations of ``KoNViD-1kinfo.mat`` (60/20/20);
+* ``official``: fixed lists (FAST-VQA label files), e.g. LSVQ train / test / test-1080p;
+* ``cross``: train on all videos of the training dataset (validation carved at random,
+  one model per seed) and test only on other datasets.
+
+Other datasets given as ``tests`` are predicted by every split's model, whatever the
+protocol (cross-dataset results). Validation parts choose epochs and hyper-parameters;
+nothing is chosen on a test part.
+
+A run folder holds ``config.json``, ``splits.json``, ``metrics.json``, ``predictions.csv``,
+``summary.txt``, one scatter plot per test set (``scatter.png`` for the first) and, per
+split, the fitted model in ``models/<split>/`` (safetensors + JSON, no pickle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vqa_pipe.pipeline.feature_table import (
+    FeatureError,
+    FeatureTable,
+    TableSpec,
+    check_compatible,
+    load_table,
+)
+from vqa_pipe.pipeline.metrics import evaluate, summarize
+from vqa_pipe.pipeline.report import PredictionRow, RunResult, write_json, write_run_outputs
+from vqa_pipe.pipeline.splits import (
+    Split,
+    SplitError,
+    holdout_split,
+    konvid_splits,
+    lsvq_official_split,
+    random_splits,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS: tuple[str, ...] = ("random", "konvid", "official", "cross")
+
+
+class TrainError(RuntimeError):
+    """A training run cannot start as configured (the message says what to change)."""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset to read: its feature store and the manifest it was made from."""
+
+    store: Path
+    manifest: Path
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.manifest).stem
+
+
+@dataclass
+class TrainOptions:
+    """Everything a training run needs besides the data."""
+
+    regressor: str = "svr"
+    params: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "random"
+    n_splits: int = 10
+    test_ratio: float = 0.2
+    val_ratio: float = 0.2
+    seed: int = 0
+    konvid_info: Path | None = None
+    split_start: int = 0
+    official_lists: dict[str, Path] = field(default_factory=dict)
+    allow_missing: bool = False
+    spec: TableSpec = field(default_factory=TableSpec)
+    jobs: int = 1
+    save_models: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "regressor": self.regressor,
+            "params": self.params,
+            "protocol": self.protocol,
+            "n_splits": self.n_splits,
+            "test_ratio": self.test_ratio,
+            "val_ratio": self.val_ratio,
+            "seed": self.seed,
+            "konvid_info": None if self.konvid_info is None else str(self.konvid_info),
+            "split_start": self.split_start,
+            "official_lists": {k: str(v) for k, v in self.official_lists.items()},
+            "allow_missing": self.allow_missing,
+            "spec": self.spec.to_json(),
+            "jobs": self.jobs,
+        }
+
+
+# --------------------------------------------------------------------------- splits
+def build_splits(table: FeatureTable, opts: TrainOptions) -> list[Split]:
+    """The splits of ``opts.protocol`` over the videos of ``table``."""
+    ids = table.video_ids
+    try:
+        if opts.protocol == "random":
+            return random_splits(ids, opts.n_splits, test_ratio=opts.test_ratio,
+                                 val_ratio=opts.val_ratio, seed=opts.seed)
+        if opts.protocol == "konvid":
+            if opts.konvid_info is None:
+                raise TrainError("protocol 'konvid' needs the KoNViD-1kinfo.mat file")
+            return konvid_splits(opts.konvid_info, ids, opts.n_splits, start=opts.split_start,
+                                 allow_missing=opts.allow_missing)
+        if opts.protocol == "official":
+            lists = dict(opts.official_lists)
+            if "train" not in lists or len(lists) < 2:
+                raise TrainError(
+                    "protocol 'official' needs a 'train' list and at least one test list, "
+                    "e.g. train=train_labels.txt test=labels_test.txt"
+                )
+            train = lists.pop("train")
+            return [
+                lsvq_official_split(train, lists, ids, val_ratio=opts.val_ratio,
+                                    seed=opts.seed + k, allow_missing=opts.allow_missing)
+                for k in range(opts.n_splits)
+            ]
+        if opts.protocol == "cross":
+            return [
+                holdout_split(ids, {}, val_ratio=opts.val_ratio, seed=opts.seed + k,
+                              name=f"seed{opts.seed + k:02d}")
+                for k in range(opts.n_splits)
+            ]
+    except SplitError as err:
+        raise TrainError(f"{table.dataset}: {err}") from None
+    raise TrainError(f"unknown protocol {opts.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
+# --------------------------------------------------------------------------- one split
+def _fit_split(
+    split: Split,
+    table: FeatureTable,
+    external: Mapping[str, FeatureTable],
+    regressor: str,
+    params: Mapping[str, Any],
+    model_dir: str | None,
+) -> dict[str, Any]:
+    """Fit one split's model and predict its test sets (runs in a worker process too)."""
+    from vqa_pipe.pipeline.regressors import create_regressor
+
+    model = create_regressor(regressor, **params)
+    train = table.subset(split.train)
+    val = table.subset(split.val) if split.val else None
+    started = time.perf_counter()
+    info = model.fit(train, val)
+    info = dict(info, fit_seconds=round(time.perf_counter() - started, 3))
+    tests: dict[str, FeatureTable] = {name: table.subset(ids) for name, ids in split.test.items()}
+    tests.update(external)
+    outputs = {}
+    for name, test in tests.items():
+        outputs[name] = {
+            "video_ids": test.video_ids,
+            "dataset": test.dataset,
+            "mos": test.mos,
+            "scales": test.scales,
+            "pred": model.predict(test),
+        }
+    if model_dir is not None:
+        model.save(Path(model_dir) / split.name)
+    return {"split": split.name, "fit_info": info, "outputs": outputs}
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def run_protocol(
+    table: FeatureTable,
+    splits: Sequence[Split],
+    regressor: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    external: Mapping[str, FeatureTable] | None = None,
+    jobs: int = 1,
+    models_dir: str | Path | None = None,
+    progress: bool | Callable[[dict], None] = False,
+) -> RunResult:
+    """Fit ``regressor`` on every split and score its test sets.
+
+    Args:
+        table: the training dataset (all splits' train/val/test ids are looked up here).
+        splits: the protocol's splits.
+        regressor, params: registry name and parameters.
+        external: other datasets, predicted whole by every split's model (cross-dataset).
+        jobs: worker processes (splits run in parallel; 1 runs in this process).
+        models_dir: where to save each split's model (``<models_dir>/<split>``), or None.
+        progress: True for a progress bar, or a callback receiving each split's result.
+    """
+    from vqa_pipe.pipeline.regressors import get_regressor
+
+    params = dict(params or {})
+    external = dict(external or {})
+    cls = get_regressor(regressor)
+    cls(**params)  # fail fast on bad parameters, before any work
+    for role in cls.roles:
+        table.require(role, f"regressor '{regressor}'")
+    for ext in external.values():
+        check_compatible(table, ext, cls.roles)
+    if not splits:
+        raise TrainError("no splits to run")
+    started = time.perf_counter()
+    model_dir = None if models_dir is None else str(models_dir)
+    results: dict[str, dict[str, Any]] = {}
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(splits), unit="split", desc=f"train {regressor}", dynamic_ncols=True)
+
+    def done(result: dict[str, Any]) -> None:
+        results[result["split"]] = result
+        first = next(iter(result["outputs"].values()))
+        try:
+            s = evaluate(first["mos"], first["pred"])["srocc"]
+        except ValueError:
+            s = float("nan")
+        if bar is not None:
+            bar.set_postfix_str(f"{result['split']} SROCC {s:.3f}", refresh=False)
+            bar.update(1)
+        elif callable(progress):
+            progress({"split": result["split"], "srocc": s, "done": len(results),
+                      "total": len(splits)})
+
+    try:
+        if jobs > 1 and len(splits) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            jobs = min(jobs, len(splits))
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                futures = []
+                for split in splits:
+                    needed = list(split.train) + list(split.val) + [
+                        v for ids in split.test.values() for v in ids
+                    ]
+                    part = table.subset(needed)
+                    futures.append(pool.submit(_fit_split, split, part, external, regressor,
+                                               params, model_dir))
+                for future in as_completed(futures):
+                    done(future.result())
+        else:
+            for split in splits:
+                done(_fit_split(split, table, external, regressor, params, model_dir))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    per_split, predictions = [], []
+    by_test: dict[str, list[dict[str, float]]] = {}
+    for split in splits:
+        result = results[split.name]
+        for test_name, out in result["outputs"].items():
+            try:
+                metrics = evaluate(out["mos"], out["pred"])
+            except ValueError as err:
+                raise TrainError(
+                    f"split {split.name}, test set '{test_name}': cannot compute metrics: {err}"
+                ) from None
+            per_split.append({"split": split.name, "test_set": test_name,
+                              "dataset": out["dataset"], "metrics": metrics})
+            by_test.setdefault(test_name, []).append(metrics)
+            predictions.extend(
+                PredictionRow(v, out["dataset"], float(m), s, float(p), split.name, test_name)
+                for v, m, s, p in zip(out["video_ids"], out["mos"], out["scales"], out["pred"])
+            )
+    summary = {name: summarize(rows) for name, rows in by_test.items()}
+    notes = list(table.notes)
+    for name, ext in external.items():
+        notes.extend(f"{name}: {n}" for n in ext.notes)
+    return RunResult(
+        regressor=regressor,
+        params=params,
+        protocol="",
+        dataset=table.dataset,
+        per_split=per_split,
+        fit_info={name: results[name]["fit_info"] for name in (s.name for s in splits)},
+        predictions=predictions,
+        summary=summary,
+        notes=notes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def run_train(
+    train: DatasetRef,
+    out: str | Path,
+    opts: TrainOptions,
+    tests: Sequence[DatasetRef] = (),
+    *,
+    progress: bool | Callable[[dict], None] = False,
+) -> RunResult:
+    """Load features, build the splits, fit every split and write the run folder ``out``.
+
+    Raises:
+        FeatureError: missing feature groups, ids not in the manifest, NaN features under
+            the ``error`` policy (the message names them).
+        TrainError: too few videos for the splits, bad protocol options.
+    """
+    from vqa_pipe.pipeline.regressors import get_regressor
+
+    from vqa_pipe import __version__
+
+    if opts.protocol not in PROTOCOLS:
+        raise TrainError(
+            f"unknown protocol {opts.protocol!r}; choose one of {', '.join(PROTOCOLS)}"
+        )
+    if opts.protocol == "cross" and not tests:
+        raise TrainError("protocol 'cross' needs at least one other dataset to test on")
+    cls = get_regressor(opts.regressor)
+    cls(**opts.params)
+    who = f"regressor '{opts.regressor}'"
+    table = load_table(train.store, train.manifest, cls.roles, opts.spec, dataset=train.label,
+                       who=who)
+    external = {}
+    for ref in tests:
+        if ref.label in external or ref.label == table.dataset:
+            raise TrainError(f"two datasets are named '{ref.label}'; give them distinct names")
+        external[ref.label] = load_table(ref.store, ref.manifest, cls.roles, opts.spec,
+                                         dataset=ref.label, who=who)
+    splits = build_splits(table, opts)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {
+        "vqa_pipe_version": __version__,
+        "stage": "train",
+        "train": {"name": train.label, "store": str(train.store), "manifest": str(train.manifest)},
+        "tests": [{"name": r.label, "store": str(r.store), "manifest": str(r.manifest)}
+                  for r in tests],
+        "options": opts.to_json(),
+        "roles": list(cls.roles),
+        "input_shapes": table.input_shapes(),
+        "flat_layout": table.info.get("flat_layout"),
+    })
+    write_json(out / "splits.json", {"splits": [s.to_json() for s in splits]})
+    result = run_protocol(
+        table, splits, opts.regressor, opts.params, external=external, jobs=opts.jobs,
+        models_dir=(out / "models") if opts.save_models else None, progress=progress,
+    )
+    result.protocol = opts.protocol
+    write_run_outputs(out, result)
+    return result
+
+
+__all__ = [
+    "PROTOCOLS",
+    "DatasetRef",
+    "FeatureError",
+    "RunResult",
+    "TrainError",
+    "TrainOptions",
+    "build_splits",
+    "run_protocol",
+    "run_train",
+]

@@ -1,0 +1,58 @@
+"""``vqa-pipe features import``: external feature matrices (VIDEVAL, RAPIQUE...) into a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("features")
+def features_group() -> None:
+    """Feature stores: bring in features computed elsewhere."""
+
+
+@features_group.command("import")
+@click.argument("matrix", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--manifest", "manifest_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Manifest CSV of the dataset (video ids and MOS).")
+@click.option("--name", required=True, help="Feature set name, the store branch (e.g. videval).")
+@click.option("--out", "store_path", type=click.Path(file_okay=False, path_type=Path),
+              help="Store to create or add to (default features/<dataset>/<name>.zarr).")
+@click.option("--key", help=".mat: the variable holding the matrix (default: the only one).")
+@click.option("--id-column", help="CSV: the column naming each row's video.")
+@click.option("--order-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Metadata CSV whose row order is the matrix's row order.")
+@click.option("--order-column", help="Column of --order-file naming the videos (e.g. flickr_id).")
+@click.option("--id-pattern",
+              help="Regex whose first group (or match) keys both row names and video ids.")
+@click.option("--part-size", default=32, show_default=True, type=click.IntRange(1),
+              help="Videos per store part (when the store is created).")
+def import_cmd(matrix, manifest_path, name, store_path, key, id_column, order_file, order_column,
+               id_pattern, part_size):
+    """Import a feature MATRIX (.mat, .npy or .csv; one row per video) into a feature store.
+
+    Rows are named by --id-column (CSV), by the row order of --order-file/--order-column,
+    or else follow the manifest's order. Rows with NaN are kept and counted; `vqa-pipe
+    train --nan-policy` drops or imputes them and says how many.
+
+    \b
+    Example (VIDEVAL features of KoNViD-1k):
+      vqa-pipe features import KONVID_1K_VIDEVAL_feats.mat --manifest manifests/konvid.csv \\
+          --name videval --order-file KONVID_1K_metadata.csv --order-column flickr_id
+    """
+    from vqa_pipe.pipeline.feature_import import FeatureImportError
+    from vqa_pipe.stages.features import run_import
+
+    try:
+        report = run_import(matrix, manifest_path, name=name, store=store_path, key=key,
+                            id_column=id_column, order_file=order_file,
+                            order_column=order_column, id_pattern=id_pattern,
+                            part_size=part_size)
+    except (FeatureImportError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(report.summary())
+
+
+COMMANDS = [features_group]
