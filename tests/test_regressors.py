@@ -1,0 +1,299 @@
+"""Regressors: registry, learning, save/load without pickle, and a store of the real sample videos.
+
+The sample store holds features computed from real decoded frames of the ten sample
+videos (simple per-frame image statistics in place of CLIP scores, area-pooled frames in
+place of Swin maps), in the store layout of the semantic and spatial branches. Five of the
+videos have a MOS (three KoNViD-1k on 1-5, two LSVQ on 0-100).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vqa_pipe.pipeline.feature_table import (
+    FLAT,
+    SEQUENCE,
+    SPATIAL_MAPS,
+    FeatureError,
+    FeatureTable,
+    TableSpec,
+    load_table,
+)
+from vqa_pipe.pipeline.metrics import srocc
+from vqa_pipe.pipeline.regressors import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    RegressorError,
+    create_regressor,
+    get_regressor,
+    list_regressors,
+    load_regressor,
+)
+
+ALL = ["fused", "gru", "mlp", "ridge", "svr"]
+FAST_TORCH = {"epochs": 25, "batch_size": 16}
+N_FRAMES, N_SCORES = 8, 6
+
+
+# --------------------------------------------------------------------------- sample store
+def _frame_stats(rgb: np.ndarray) -> np.ndarray:
+    """Six statistics of a frame in [0, 1]: brightness, contrast, colour means, sharpness."""
+    x = rgb.astype(np.float32) / 255.0
+    luma = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    grad = np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean()
+    return np.array([luma.mean(), luma.std() * 2, *x.reshape(-1, 3).mean(0), min(1.0, grad * 8)],
+                    dtype=np.float32)
+
+
+def _pooled_frame(rgb: np.ndarray, size: int = 4) -> np.ndarray:
+    """(3, size, size) block means of a frame."""
+    h, w, _ = rgb.shape
+    rows = np.array_split(np.arange(h), size)
+    cols = np.array_split(np.arange(w), size)
+    out = np.empty((3, size, size), dtype=np.float32)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            out[:, i, j] = rgb[r][:, c].reshape(-1, 3).mean(0) / 255.0
+    return out
+
+
+_CACHE: dict[str, dict] = {}
+
+
+def sample_features(sample_videos: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Per-video arrays of the semantic and spatial branches, from real decoded frames."""
+    if "features" in _CACHE:
+        return _CACHE["features"]
+    from vqa_pipe.pipeline.decode import iter_frames, probe
+
+    out = {}
+    for name, row in sorted(sample_videos.items()):
+        info = probe(row["path"])
+        last = min(info.n_frames, 48) - 1
+        idx = np.linspace(0, last, N_FRAMES).round().astype(int).tolist()
+        frames = list(iter_frames(row["path"], idx))
+        stats = np.stack([_frame_stats(f.rgb) for f in frames])
+        pooled = np.stack([_pooled_frame(f.rgb) for f in frames])  # (F, 3, 4, 4)
+        # two clips of four frames, T' = 2 (pairs averaged): (2, C=3, 2, 4, 4)
+        clips = pooled.reshape(2, 2, 2, 3, 4, 4).mean(axis=2).transpose(0, 2, 1, 3, 4)
+        out[Path(name).stem] = {
+            "semantic": {
+                "frame_scores": stats,
+                "frame_times": np.array([f.time_s for f in frames], dtype=np.float32),
+            },
+            "spatial": {
+                "clip_maps": clips.astype(np.float16),
+                "clip_pooled": clips.mean(axis=(2, 3, 4)).astype(np.float32),
+            },
+        }
+    _CACHE["features"] = out
+    return out
+
+
+def write_sample_manifest(sample_videos: dict, path: Path) -> Path:
+    from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
+
+    rows = []
+    for name, row in sorted(sample_videos.items()):
+        mos = float(row["mos"]) if row["mos"] else None
+        rows.append(ManifestRow(video_id=Path(name).stem, path=row["path"], mos=mos,
+                                mos_scale=row["mos_scale"] or None))
+    return write_manifest(rows, path)
+
+
+def build_sample_store(sample_videos: dict, folder: Path, *, branches=("semantic", "spatial"),
+                       fail: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """A feature store and manifest of the ten sample videos in ``folder``."""
+    from vqa_pipe.pipeline.store import FeatureStore
+
+    features = sample_features(sample_videos)
+    manifest = write_sample_manifest(sample_videos, folder / "samples.csv")
+    ids = list(features)
+    store = FeatureStore.create_or_open(folder / "samples.zarr", ids, part_size=4)
+    for branch in branches:
+        store.ensure_branch(branch, {"test": "image statistics of real frames",
+                                     "random_weights": False})
+        for part in range(store.n_parts):
+            results = {}
+            for vid in store.part_ids(part):
+                reason = (fail or {}).get(vid)
+                results[vid] = reason if reason else features[vid][branch]
+            store.write_part(branch, part, results)
+    return folder / "samples.zarr", manifest
+
+
+@pytest.fixture(scope="module")
+def sample_store(sample_videos, tmp_path_factory):
+    return build_sample_store(sample_videos, tmp_path_factory.mktemp("sample_store"))
+
+
+# --------------------------------------------------------------------------- synthetic data
+def synthetic_table(n: int = 240, seed: int = 0) -> FeatureTable:
+    """A table whose MOS is a known non-linear function of every role's inputs."""
+    rng = np.random.default_rng(seed)
+    seq = rng.normal(size=(n, 8, 6)).astype(np.float32)
+    maps = rng.normal(size=(n, 4, 2, 3, 3)).astype(np.float32)
+    w = np.array([1.0, -0.5, 0.8, 0.0, 0.3, -1.0])
+    quality = (seq @ w).mean(1) + 0.6 * np.tanh(seq[:, :, 0].mean(1) * 2)
+    quality = quality + 0.8 * maps[:, 0].mean(axis=(1, 2, 3))
+    mos = 1 + 4 * (quality - quality.min()) / np.ptp(quality)
+    flat = np.concatenate([seq.mean(1), seq.std(1), maps.mean(axis=(2, 3, 4))], axis=1)
+    return FeatureTable([f"v{i:03d}" for i in range(n)], mos, "1-5",
+                        {FLAT: flat, SEQUENCE: seq, SPATIAL_MAPS: maps}, dataset="synthetic")
+
+
+def _params(name: str) -> dict:
+    return dict(FAST_TORCH) if name in ("mlp", "gru", "fused") else {}
+
+
+# --------------------------------------------------------------------------- registry
+def test_registry_lists_every_regressor_and_names_bad_choices():
+    assert list_regressors() == ALL
+    with pytest.raises(RegressorError, match="unknown regressor 'xgb'; available: fused, gru"):
+        get_regressor("xgb")
+    with pytest.raises(RegressorError, match="has no parameter.*lr.*valid: C, epsilon"):
+        create_regressor("svr", lr=0.1)
+    with pytest.raises(RegressorError, match="unknown loss 'huber'"):
+        create_regressor("mlp", loss="huber")
+    with pytest.raises(RegressorError, match="must be fitted"):
+        create_regressor("ridge").predict(synthetic_table(20))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_regressor_learns_and_round_trips(name, tmp_path):
+    table = synthetic_table()
+    train, val, test = table.take(range(160)), table.take(range(160, 200)), table.take(
+        range(200, 240))
+    model = create_regressor(name, **_params(name))
+    info = model.fit(train, val)
+    pred = model.predict(test)
+    # the models see (some of) the inputs that make the MOS: rank order must follow it
+    assert srocc(test.mos, pred) > 0.7, info
+    assert info["n_train"] == 160 and info["n_val"] == 40
+    folder = model.save(tmp_path / name)
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    assert config["regressor"] == name and config["fit_info"]
+    loaded = load_regressor(folder)
+    np.testing.assert_array_equal(loaded.predict(test), pred)
+
+
+def test_weights_file_is_safetensors_not_pickle(tmp_path):
+    model = create_regressor("svr")
+    table = synthetic_table(60)
+    model.fit(table.take(range(40)), table.take(range(40, 60)))
+    model.save(tmp_path / "m")
+    head = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()[:16]
+    assert not head.startswith(b"\x80")  # a pickle stream starts with PROTO
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(tmp_path / "m" / WEIGHTS_FILE))
+    assert {"support_vectors", "dual_coef", "intercept", "gamma", "scaler.mean"} <= set(tensors)
+
+
+def test_svr_rebuilt_from_weights_predicts_like_scikit_learn(tmp_path):
+    from safetensors.numpy import load_file
+    from sklearn.svm import SVR
+    from vqa_pipe.pipeline.regressors import Standardizer, TargetScaler
+
+    table = synthetic_table(120, seed=3)
+    train, val, test = table.take(range(80)), table.take(range(80, 100)), table.take(
+        range(100, 120))
+    model = create_regressor("svr")
+    info = model.fit(train, val)
+    model.save(tmp_path / "svr")
+    tensors = load_file(str(tmp_path / "svr" / WEIGHTS_FILE))
+    scaler = Standardizer.from_state(tensors, "scaler")
+    target = TargetScaler.from_state(tensors)
+    # scikit-learn's own SVR on the same inputs: refitted on train + validation
+    both = table.take(range(100))
+    ref = SVR(C=info["C"], gamma=info["gamma"], epsilon=0.1).fit(
+        scaler.transform(both.inputs[FLAT]).astype(np.float64),
+        target.transform(both.unit_mos))
+    expected = target.inverse(ref.predict(scaler.transform(test.inputs[FLAT]).astype(np.float64)))
+    np.testing.assert_allclose(load_regressor(tmp_path / "svr").predict_unit(test), expected,
+                               rtol=1e-9, atol=1e-9)
+    assert info["n_support"] == len(ref.support_)
+
+
+def test_svr_search_uses_validation_and_needs_it():
+    table = synthetic_table(100, seed=4)
+    with pytest.raises(RegressorError, match="validation part"):
+        create_regressor("svr").fit(table.take(range(80)))
+    model = create_regressor("svr", C=4.0, gamma=0.05)
+    info = model.fit(table.take(range(80)))  # fixed hyper-parameters need no validation
+    assert info["C"] == 4.0 and info["gamma"] == 0.05
+    searched = create_regressor("svr").fit(table.take(range(60)), table.take(range(60, 80)))
+    assert searched["n_fits"] > 10 and searched["refit_on"] == "train+val"
+    # a different validation part can change the choice; the test part never enters
+    other = create_regressor("svr").fit(table.take(range(60)), table.take(range(80, 100)))
+    assert {"C", "gamma"} <= set(other)
+
+
+def test_predictions_are_on_each_videos_own_scale():
+    base = synthetic_table(200, seed=5)
+    unit = base.unit_mos
+    scales = ["1-5" if i % 2 else "0-100" for i in range(200)]
+    mos = np.where(np.array(scales) == "1-5", 1 + 4 * unit, 100 * unit)
+    mixed = FeatureTable(base.video_ids, mos, scales, dict(base.inputs), dataset="mixed")
+    model = create_regressor("ridge")
+    model.fit(mixed.take(range(120)), mixed.take(range(120, 160)))
+    test = mixed.take(range(160, 200))
+    pred = model.predict(test)
+    hundred = np.array(test.scales) == "0-100"
+    assert pred[hundred].min() > 5 and pred[~hundred].max() < 6
+    np.testing.assert_allclose(model.predict_unit(test)[hundred] * 100, pred[hundred])
+    assert np.corrcoef(pred[hundred], test.mos[hundred])[0, 1] > 0.9
+
+
+# --------------------------------------------------------------------------- real sample store
+def _roles(name):
+    return get_regressor(name).roles
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_regressor_trains_and_predicts_on_the_sample_store(name, sample_store, tmp_path):
+    store, manifest = sample_store
+    table = load_table(store, manifest, _roles(name), TableSpec(n_frames=N_FRAMES))
+    assert len(table) == 5 and "5 videos have no MOS and are left out" in table.notes
+    train = table.subset(["konvid_10053703034", "lsvq_1724", "konvid_5115335471"])
+    val = table.subset(["konvid_3339962845", "lsvq_17734"])
+    params = dict(_params(name), epochs=5, batch_size=4) if name in ("mlp", "gru", "fused") \
+        else {}
+    model = create_regressor(name, **params)
+    model.fit(train, val)
+    pred = model.predict(table)
+    assert pred.shape == (5,) and np.all(np.isfinite(pred))
+    lsvq = np.array([v.startswith("lsvq") for v in table.video_ids])
+    # each prediction is on its own video's scale: 0-100 for LSVQ, about 1-5 for KoNViD
+    assert pred[lsvq].min() > 5 and pred[~lsvq].max() < 7
+    loaded = load_regressor(model.save(tmp_path / name))
+    np.testing.assert_array_equal(loaded.predict(table), pred)
+
+
+def test_sample_store_inputs_have_the_documented_shapes(sample_store):
+    store, manifest = sample_store
+    table = load_table(store, manifest, [FLAT, SEQUENCE, SPATIAL_MAPS],
+                       TableSpec(n_frames=16))
+    assert table.input_shapes() == {
+        FLAT: [2 * N_SCORES + 3],  # semantic mean+std, then spatial pooled
+        SEQUENCE: [16, N_SCORES],  # 8 frames interpolated to 16
+        SPATIAL_MAPS: [3, 2, 4, 4],
+    }
+    assert table.info["flat_layout"] == [["semantic", "frame_scores", 12],
+                                         ["spatial", "clip_pooled", 3]]
+    assert sorted(set(table.scales)) == ["0-100", "1-5"]
+
+
+@pytest.mark.parametrize("name, branch", [("mlp", "semantic"), ("fused", "spatial")])
+def test_missing_feature_group_is_named(name, branch, sample_videos, tmp_path):
+    other = "spatial" if branch == "semantic" else "semantic"
+    store, manifest = build_sample_store(sample_videos, tmp_path, branches=(other,))
+    with pytest.raises(FeatureError, match=f"regressor '{name}' needs the '{branch}' branch"):
+        load_table(store, manifest, _roles(name), who=f"regressor '{name}'")
+    table = load_table(store, manifest, [SEQUENCE if other == "semantic" else SPATIAL_MAPS])
+    with pytest.raises(FeatureError, match=f"regressor '{name}' needs the '{branch}' branch"):
+        create_regressor(name).fit(table, table)
