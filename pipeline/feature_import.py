@@ -288,12 +288,13 @@ def import_features(
     order_file: str | Path | None = None,
     order_column: str | None = None,
     id_pattern: str | None = None,
-    part_size: int = 32,
+    part_size: int | None = None,
 ) -> ImportReport:
     """Write the rows of a feature matrix into branch ``name`` of a store.
 
-    The store is created from the manifest's video ids when it does not exist; an existing
-    store (e.g. one made by ``vqa-pipe extract`` from the same manifest) gets a new branch.
+    The store is created from the manifest's video ids when it does not exist (``part_size``
+    videos per part, default 32); an existing store (e.g. one made by ``vqa-pipe extract``
+    from the same manifest) gets a new branch and keeps its part size.
 
     Raises:
         FeatureImportError: unreadable files, row naming that does not fit the matrix,
@@ -349,6 +350,9 @@ def import_features(
         "random_weights": False,
     }
     try:
+        if part_size is None:
+            existing = Path(store_path) / "zarr.json"
+            part_size = FeatureStore.open(store_path).part_size if existing.is_file() else 32
         store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
         store.ensure_branch(name, config)
     except StoreError as err:

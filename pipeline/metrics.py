@@ -158,8 +158,11 @@ def fit_logistic(pred: Sequence[float] | np.ndarray,
 def evaluate(mos: Sequence[float] | np.ndarray, pred: Sequence[float] | np.ndarray) -> dict:
     """All metrics of one prediction set; ``logistic_fitted`` says whether the logistic fit
     worked (False: ``plcc``/``rmse`` used a fitted line)."""
+    from threadpoolctl import threadpool_limits
+
     y, p = _pair(mos, pred)
-    mapping = fit_logistic(p, y)
+    with threadpool_limits(limits=1, user_api="blas"):  # small least squares: one thread
+        mapping = fit_logistic(p, y)
     mapped = mapping(p)
     return {
         "srocc": srocc(y, p),

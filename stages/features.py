@@ -30,7 +30,7 @@ def run_import(
     order_file: str | Path | None = None,
     order_column: str | None = None,
     id_pattern: str | None = None,
-    part_size: int = 32,
+    part_size: int | None = None,
 ) -> ImportReport:
     """Import ``matrix`` as branch ``name`` of ``store`` (default: :func:`default_import_store`)."""
     store_path = Path(store) if store is not None else default_import_store(manifest, name)

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,14 +177,10 @@ def _fit_split(
 
 
 def _worker_init(threads: int) -> None:
+    """Share the cores between workers (read by torch and BLAS when they are imported)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
 
 
 def run_protocol(
@@ -336,11 +332,16 @@ def run_train(
     who = f"regressor '{opts.regressor}'"
     table = load_table(train.store, train.manifest, cls.roles, opts.spec, dataset=train.label,
                        who=who)
+    # other datasets get exactly the training table's flat branches, in the same order
+    layout = table.info.get("flat_layout") or []
+    test_spec = opts.spec
+    if layout and opts.spec.flat_branches is None:
+        test_spec = replace(opts.spec, flat_branches=tuple(b for b, _, _ in layout))
     external = {}
     for ref in tests:
         if ref.label in external or ref.label == table.dataset:
             raise TrainError(f"two datasets are named '{ref.label}'; give them distinct names")
-        external[ref.label] = load_table(ref.store, ref.manifest, cls.roles, opts.spec,
+        external[ref.label] = load_table(ref.store, ref.manifest, cls.roles, test_spec,
                                          dataset=ref.label, who=who)
     splits = build_splits(table, opts)
     out = Path(out)

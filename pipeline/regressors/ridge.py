@@ -34,6 +34,7 @@ class RidgeRegressor(Regressor):
     """Linear regression with an L2 penalty chosen on validation."""
 
     roles = (FLAT,)
+    single_thread_blas = True
     defaults = {
         "alpha": None,  # fixed penalty: skip the search
         "log10_alpha": [-3, 4],

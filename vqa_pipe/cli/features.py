@@ -27,8 +27,8 @@ def features_group() -> None:
 @click.option("--order-column", help="Column of --order-file naming the videos (e.g. flickr_id).")
 @click.option("--id-pattern",
               help="Regex whose first group (or match) keys both row names and video ids.")
-@click.option("--part-size", default=32, show_default=True, type=click.IntRange(1),
-              help="Videos per store part (when the store is created).")
+@click.option("--part-size", type=click.IntRange(1),
+              help="Videos per store part when the store is created (default 32).")
 def import_cmd(matrix, manifest_path, name, store_path, key, id_column, order_file, order_column,
                id_pattern, part_size):
     """Import a feature MATRIX (.mat, .npy or .csv; one row per video) into a feature store.

@@ -1,0 +1,222 @@
+"""The train / evaluate stages: protocol, outputs, cross-dataset, bad inputs, and the
+reproduction of VIDEVAL's published results from its real features."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_feature_import import import_videval
+from test_regressors import build_sample_store, write_sample_manifest
+from vqa_pipe.pipeline.feature_table import FeatureError, TableSpec
+from vqa_pipe.pipeline.regressors import load_regressor
+from vqa_pipe.pipeline.report import PREDICTION_COLUMNS
+from vqa_pipe.stages.evaluate import evaluate_predictions, run_evaluate
+from vqa_pipe.stages.train import DatasetRef, TrainError, TrainOptions, run_train
+
+
+@pytest.fixture(scope="module")
+def live_vqc(shared_data, tmp_path_factory):
+    store, manifest, _ = import_videval(shared_data, "LIVE_VQC", tmp_path_factory.mktemp("lv"))
+    return DatasetRef(store=store, manifest=manifest, name="live_vqc")
+
+
+@pytest.fixture(scope="module")
+def konvid(shared_data, tmp_path_factory):
+    store, manifest, _ = import_videval(shared_data, "KONVID_1K", tmp_path_factory.mktemp("kv"))
+    return DatasetRef(store=store, manifest=manifest, name="konvid")
+
+
+def test_run_folder_has_every_output(live_vqc, tmp_path):
+    out = tmp_path / "run"
+    result = run_train(live_vqc, out, TrainOptions(regressor="svr", n_splits=3))
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "splits.json", "metrics.json", "predictions.csv", "summary.txt",
+            "scatter.png", "models"} <= names
+    assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = metrics["summary"]["test"]
+    assert set(summary) == {"srocc", "krocc", "plcc", "rmse", "plcc_raw", "rmse_raw"}
+    assert summary["srocc"]["n"] == 3 and 0.5 < summary["srocc"]["median"] < 0.9
+    assert metrics["notes"] == ["dropped 1 videos with NaN features (e.g. ['G064'])"]
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == PREDICTION_COLUMNS
+    assert len(rows) == 3 * 117 and {r["split"] for r in rows} == {"split00", "split01",
+                                                                    "split02"}
+    # test parts only, never a training video; predictions on LIVE-VQC's 0-100 scale
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    for s in splits:
+        tested = {r["video_id"] for r in rows if r["split"] == s["name"]}
+        assert tested == set(s["test"]["test"]) and not tested & set(s["train"] + s["val"])
+    preds = np.array([float(r["prediction"]) for r in rows])
+    assert preds.mean() > 40 and {r["mos_scale"] for r in rows} == {"0-100"}
+    # the saved model of a split predicts exactly what predictions.csv says
+    again = evaluate_predictions(out / "predictions.csv")
+    assert again.summary["test"]["srocc"]["median"] == pytest.approx(
+        summary["srocc"]["median"])
+    assert len(result.fit_info) == 3 and all("C" in i for i in result.fit_info.values())
+    model = load_regressor(out / "models" / "split00")
+    assert model.fit_info["C"] == result.fit_info["split00"]["C"]
+
+
+def test_parallel_splits_give_the_same_results(live_vqc, tmp_path):
+    opts = dict(regressor="ridge", n_splits=3, save_models=False)
+    one = run_train(live_vqc, tmp_path / "a", TrainOptions(**opts, jobs=1))
+    two = run_train(live_vqc, tmp_path / "b", TrainOptions(**opts, jobs=2))
+    assert [r.prediction for r in one.predictions] == [r.prediction for r in two.predictions]
+    assert one.summary == two.summary
+
+
+def test_cross_dataset_train_konvid_test_live_vqc(konvid, live_vqc, tmp_path):
+    result = run_train(konvid, tmp_path / "cross",
+                       TrainOptions(regressor="svr", protocol="cross", n_splits=1),
+                       tests=[live_vqc])
+    assert list(result.summary) == ["live_vqc"]
+    rows = result.predictions
+    assert len(rows) == 584 and {r.dataset for r in rows} == {"live_vqc"}
+    # trained on 1-5 MOS, reported on LIVE-VQC's own 0-100 scale
+    assert 20 < np.mean([r.prediction for r in rows]) < 90
+    assert result.summary["live_vqc"]["srocc"]["median"] > 0.4
+    # the evaluate stage gives the same numbers from the saved model
+    ev = run_evaluate(tmp_path / "cross", live_vqc.store, live_vqc.manifest, tmp_path / "ev",
+                      dataset="live_vqc")
+    assert ev.summary["live_vqc"]["srocc"]["median"] == pytest.approx(
+        result.summary["live_vqc"]["srocc"]["median"])
+    assert (tmp_path / "ev" / "scatter.png").is_file()
+    own = run_evaluate(tmp_path / "cross", konvid.store, konvid.manifest, tmp_path / "ev2",
+                       dataset="konvid")
+    assert any("not a held-out test" in n for n in own.notes)
+
+
+def test_konvid_permutation_protocol(konvid, shared_data, tmp_path):
+    info = shared_data / "labels" / "KoNViD-1kinfo.mat"
+    opts = dict(regressor="ridge", protocol="konvid", n_splits=2, konvid_info=info,
+                save_models=False)
+    # the two videos with NaN features are dropped, so the permutations miss them
+    with pytest.raises(TrainError, match="2 of the 1200 KoNViD-1k videos.*allow_missing"):
+        run_train(konvid, tmp_path / "a", TrainOptions(**opts))
+    result = run_train(konvid, tmp_path / "b", TrainOptions(**opts, allow_missing=True))
+    splits = json.loads((tmp_path / "b" / "splits.json").read_text())["splits"]
+    assert [s["name"] for s in splits] == ["konvid000", "konvid001"]
+    assert sum(len(s["train"]) + len(s["val"]) + len(s["test"]["test"]) for s in splits) == 2396
+    assert 0.6 < result.summary["test"]["srocc"]["median"] < 0.9
+
+
+def test_official_lists_protocol(shared_data, tmp_path):
+    from vqa_pipe.pipeline.feature_import import import_features
+    from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
+
+    labels = shared_data / "labels"
+    lists = {"train": (labels / "train_labels.txt", 300), "test": (
+        labels / "LSVQ" / "labels_test.txt", 60), "test-1080p": (
+        labels / "LSVQ" / "labels_1080p.txt", 40)}
+    rows, paths = [], {}
+    for name, (path, n) in lists.items():
+        lines = path.read_text().splitlines()[:n]
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        paths[name] = tmp_path / f"{name}.txt"
+        for line in lines:
+            rel, _, _, mos = (c.strip() for c in line.split(","))
+            rows.append(ManifestRow(video_id=rel.rsplit(".", 1)[0], path=Path(rel),
+                                    mos=float(mos), mos_scale="0-100"))
+    manifest = write_manifest(rows, tmp_path / "lsvq.csv")
+    rng = np.random.default_rng(0)
+    mos = np.array([r.mos for r in rows])
+    feats = np.stack([mos + rng.normal(0, 5, len(mos)), rng.normal(size=len(mos))], axis=1)
+    np.save(tmp_path / "f.npy", feats)
+    import_features(tmp_path / "f.npy", manifest, tmp_path / "s.zarr", name="toy")
+    result = run_train(DatasetRef(tmp_path / "s.zarr", manifest, "lsvq"), tmp_path / "run",
+                       TrainOptions(regressor="ridge", protocol="official", n_splits=1,
+                                    official_lists=paths))
+    assert list(result.summary) == ["test", "test-1080p"]
+    counts = {t: sum(r.test_set == t for r in result.predictions) for t in result.summary}
+    assert counts == {"test": 60, "test-1080p": 40}
+    assert result.per_split[0]["split"] == "lsvq-official"
+    assert result.summary["test"]["srocc"]["median"] > 0.8  # the toy feature carries the MOS
+
+
+# --------------------------------------------------------------------------- bad inputs
+def test_too_few_videos_for_the_splits(sample_videos, tmp_path):
+    store, manifest = build_sample_store(sample_videos, tmp_path)
+    with pytest.raises(TrainError, match="too few videos for the splits: 5 labelled videos"):
+        run_train(DatasetRef(store, manifest), tmp_path / "run", TrainOptions(regressor="svr"))
+
+
+def test_store_ids_not_in_the_manifest(sample_videos, tmp_path):
+    store, _ = build_sample_store(sample_videos, tmp_path)
+    some = dict(list(sorted(sample_videos.items()))[:8])
+    manifest = write_sample_manifest(some, tmp_path / "short.csv")
+    with pytest.raises(FeatureError, match="2 videos of store .* are not in manifest .*short.csv"):
+        run_train(DatasetRef(store, manifest), tmp_path / "run", TrainOptions())
+
+
+def test_nan_rows_and_missing_groups_through_the_cli(konvid, tmp_path):
+    from vqa_pipe.cli import main
+
+    base = ["train", "--store", str(konvid.store), "--manifest", str(konvid.manifest),
+            "--no-progress", "--splits", "2"]
+    result = CliRunner().invoke(main, base + ["--nan-policy", "error", "--out",
+                                              str(tmp_path / "a")])
+    assert result.exit_code != 0
+    assert "2 of 1200 videos of KONVID_1K have NaN or inf features" in result.output
+    result = CliRunner().invoke(main, base + ["--regressor", "mlp", "--out", str(tmp_path / "b")])
+    assert result.exit_code != 0
+    assert "regressor 'mlp' needs the 'semantic' branch" in result.output
+    assert "has only: videval" in result.output
+    result = CliRunner().invoke(main, base + ["--regressor", "ridge", "--param", "alpha=-1",
+                                              "--out", str(tmp_path / "c")])
+    assert result.exit_code != 0 and "alpha must be >= 0" in result.output
+
+
+def test_cli_train_and_evaluate(konvid, live_vqc, tmp_path):
+    from vqa_pipe.cli import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", "--store", str(konvid.store), "--manifest", str(konvid.manifest),
+        "--regressor", "ridge", "--splits", "2", "--no-progress", "--out", str(out),
+        "--test", "lvqc", str(live_vqc.store), str(live_vqc.manifest)])
+    assert result.exit_code == 0, result.output
+    assert "ridge on KONVID_1K, protocol random, 2 splits" in result.output
+    assert "SROCC" in result.output and "lvqc" in result.output
+    assert (out / "scatter_lvqc.png").is_file()
+    result = CliRunner().invoke(main, [
+        "evaluate", str(out), "--store", str(live_vqc.store), "--manifest",
+        str(live_vqc.manifest), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (out / "eval-LIVE_VQC" / "metrics.json").is_file()
+    result = CliRunner().invoke(main, ["evaluate", "--predictions", str(out / "predictions.csv")])
+    assert result.exit_code == 0 and "test" in result.output
+
+
+# --------------------------------------------------------------------------- VIDEVAL
+# VIDEVAL (Tu et al., "UGC-VQA: Benchmarking blind video quality assessment for user
+# generated content", IEEE TIP 2021), median SROCC of 100 random 80/20 splits with SVR, as
+# published in https://github.com/vztu/BVQA_Benchmark README.md ("Regression Evaluation
+# Results"): KoNViD-1k 0.7832, LIVE-VQC 0.7522, YouTube-UGC 0.7787.
+VIDEVAL_PUBLISHED_SROCC = {"KONVID_1K": 0.7832, "LIVE_VQC": 0.7522, "YOUTUBE_UGC": 0.7787}
+VIDEVAL_TOLERANCE = 0.02
+# Splits per dataset: LIVE-VQC has 585 videos (117 per test part, SROCC std ~0.04 over
+# splits), so its median needs the paper's 100 splits to settle; the larger sets settle with
+# 30. Figures for 100 splits on all three are in the README (benchmarks/bench_svr.py).
+VIDEVAL_SPLITS = {"KONVID_1K": 30, "LIVE_VQC": 100, "YOUTUBE_UGC": 30}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(VIDEVAL_PUBLISHED_SROCC))
+def test_svr_reproduces_videval_published_srocc(dataset, shared_data, tmp_path):
+    store, manifest, report = import_videval(shared_data, dataset, tmp_path)
+    result = run_train(
+        DatasetRef(store, manifest, dataset), tmp_path / "run",
+        TrainOptions(regressor="svr", n_splits=VIDEVAL_SPLITS[dataset], jobs=2,
+                     save_models=False, spec=TableSpec(nan_policy="drop")),
+    )
+    median = result.summary["test"]["srocc"]["median"]
+    assert median == pytest.approx(VIDEVAL_PUBLISHED_SROCC[dataset], abs=VIDEVAL_TOLERANCE)
+    if report.nan_rows:  # said, never silent
+        assert f"dropped {len(report.nan_rows)} videos with NaN features" in result.notes[0]
