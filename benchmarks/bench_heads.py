@@ -1,7 +1,7 @@
 """Torch regressor speed on a KoNViD-sized cache: seconds per split on CPU.
 
     python benchmarks/bench_heads.py [--regressors mlp gru fused] [--splits 3]
-                                     [--frames 16] [--scores 68] [--epochs 60] [--threads N]
+                                     [--frames 16] [--scores 68] [--epochs 60] [--threads 1]
 
 The cache is random, with the shapes of a KoNViD-1k store: 1,200 videos, T = 16 frames of
 2r = 68 CLIP prompt scores (the default 17 antonym pairs), and for ``fused`` Swin-T maps of
@@ -47,21 +47,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--scores", type=int, default=68)
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads while fitting (the regressors' default is 1)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     table = konvid_sized_cache(args.frames, args.scores, "fused" in args.regressors)
     splits = random_splits(table.video_ids, args.splits)
     print(f"## Torch heads, 1,200 videos x {args.frames} frames x {args.scores} scores, "
-          f"{args.epochs} epochs, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+          f"{args.epochs} epochs, torch {torch.__version__}, {args.threads} thread(s)\n")
     print("| regressor | parameters | s/split (fit) | s/split (predict 240) | median SROCC |")
     print("|---|---|---|---|---|")
     for name in args.regressors:
         fit_s, pred_s, scores = [], [], []
         n_params = 0
         for split in splits:
-            model = create_regressor(name, epochs=args.epochs)
+            model = create_regressor(name, epochs=args.epochs, threads=args.threads)
             start = time.perf_counter()
             info = model.fit(table.subset(split.train), table.subset(split.val))
             fit_s.append(time.perf_counter() - start)

@@ -143,14 +143,29 @@ class Standardizer:
         self.channel_axis = int(channel_axis)
 
     @classmethod
-    def fit(cls, x: np.ndarray, channel_axis: int = -1) -> Standardizer:
-        x = np.asarray(x, dtype=np.float64)
+    def fit(cls, x: np.ndarray, channel_axis: int = -1, chunk: int = 64) -> Standardizer:
+        """Channel statistics of ``x`` (videos on axis 0), accumulated ``chunk`` videos at a
+        time in float64 (large feature maps are never copied whole)."""
+        x = np.asarray(x)
         axis = channel_axis % (x.ndim - 1) + 1  # axis in the batch array
-        reduce = tuple(i for i in range(x.ndim) if i != axis)
-        mean = np.nanmean(x, axis=reduce)
-        std = np.nanstd(x, axis=reduce)
+        n_channels = x.shape[axis]
+        total = np.zeros(n_channels)
+        total_sq = np.zeros(n_channels)
+        count = np.zeros(n_channels)
+        for start in range(0, len(x), chunk):
+            block = np.moveaxis(x[start:start + chunk].astype(np.float64), axis, -1)
+            block = block.reshape(-1, n_channels)
+            finite = np.isfinite(block)
+            block = np.where(finite, block, 0.0)
+            total += block.sum(axis=0)
+            total_sq += (block * block).sum(axis=0)
+            count += finite.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / count
+            var = np.maximum(total_sq / count - mean * mean, 0.0)
+        std = np.sqrt(var)
         mean = np.where(np.isfinite(mean), mean, 0.0)
-        std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
+        std = np.where(np.isfinite(std) & (std > 1e-6 * np.maximum(1.0, np.abs(mean))), std, 1.0)
         return cls(mean, std, channel_axis)
 
     def _shape(self, ndim: int) -> tuple[int, ...]:
