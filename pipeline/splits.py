@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,11 @@ class Split:
     val: tuple[str, ...]
     test: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     seed: int | None = None
+    left_out: tuple[str, ...] = ()
+    """Videos of a split file that had no features and were left out (``allow_missing``)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "left_out", tuple(self.left_out))
         object.__setattr__(self, "train", tuple(self.train))
         object.__setattr__(self, "val", tuple(self.val))
         object.__setattr__(self, "test", {k: tuple(v) for k, v in self.test.items()})
@@ -63,6 +66,7 @@ class Split:
             "train": list(self.train),
             "val": list(self.val),
             "test": {k: list(v) for k, v in self.test.items()},
+            "left_out": list(self.left_out),
         }
 
     @classmethod
@@ -73,6 +77,7 @@ class Split:
             val=tuple(data["val"]),
             test={k: tuple(v) for k, v in data["test"].items()},
             seed=data.get("seed"),
+            left_out=tuple(data.get("left_out", ())),
         )
 
 
@@ -307,7 +312,7 @@ def konvid_splits(
         if len(train) < MIN_TRAIN or len(test) < 3:
             raise SplitError(f"KoNViD permutation {k}: too few videos left ({len(train)} train)")
         splits.append(Split(name=f"konvid{k:03d}", train=train, val=val,
-                            test={"test": test}, seed=k))
+                            test={"test": test}, seed=k, left_out=missing))
     return splits
 
 
@@ -350,6 +355,8 @@ def lsvq_official_split(
     """
     ids = list(video_ids)
 
+    left_out: list[str] = []
+
     def ids_of(path: str | Path, what: str) -> list[str]:
         names = read_label_names(path)
         found = match_ids(names, ids, what=str(path))
@@ -359,8 +366,10 @@ def lsvq_official_split(
                 f"{len(missing)} of the {len(names)} {what} videos in {path} have no features "
                 f"(e.g. {missing[:3]}); pass allow_missing to leave them out"
             )
+        left_out.extend(missing)
         return [found[n] for n in names if n in found]
 
     train = ids_of(train_labels, "training")
     tests = {name: ids_of(path, f"'{name}'") for name, path in test_labels.items()}
-    return holdout_split(train, tests, val_ratio=val_ratio, seed=seed, name="lsvq-official")
+    split = holdout_split(train, tests, val_ratio=val_ratio, seed=seed, name="lsvq-official")
+    return replace(split, left_out=tuple(left_out))

@@ -344,6 +344,7 @@ def run_train(
         external[ref.label] = load_table(ref.store, ref.manifest, cls.roles, test_spec,
                                          dataset=ref.label, who=who)
     splits = build_splits(table, opts)
+    left_out = sorted({v for s in splits for v in s.left_out})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {
@@ -363,6 +364,11 @@ def run_train(
         models_dir=(out / "models") if opts.save_models else None, progress=progress,
     )
     result.protocol = opts.protocol
+    if left_out:
+        result.notes.append(
+            f"{len(left_out)} videos of the split file(s) have no features and were left out "
+            f"of the splits (e.g. {left_out[:3]})"
+        )
     write_run_outputs(out, result)
     return result
 

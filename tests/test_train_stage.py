@@ -104,6 +104,7 @@ def test_konvid_permutation_protocol(konvid, shared_data, tmp_path):
     splits = json.loads((tmp_path / "b" / "splits.json").read_text())["splits"]
     assert [s["name"] for s in splits] == ["konvid000", "konvid001"]
     assert sum(len(s["train"]) + len(s["val"]) + len(s["test"]["test"]) for s in splits) == 2396
+    assert "2 videos of the split file(s) have no features and were left out" in result.notes[-1]
     assert 0.6 < result.summary["test"]["srocc"]["median"] < 0.9
 
 
