@@ -242,3 +242,16 @@ def test_cli_features_import(tmp_path):
         "features", "import", str(tmp_path / "f.csv"), "--manifest", str(manifest),
         "--name", "mine", "--id-column", "nope", "--out", str(tmp_path / "s2.zarr")])
     assert bad.exit_code != 0 and "no id column 'nope'" in bad.output
+
+
+def test_resampling_to_fixed_frames():
+    from vqa_pipe.pipeline.feature_table import resample_time
+
+    x = np.arange(4, dtype=np.float32)[:, None] * [1.0, 10.0]
+    np.testing.assert_allclose(resample_time(x, 7)[:, 0], [0, 0.5, 1, 1.5, 2, 2.5, 3])
+    np.testing.assert_allclose(resample_time(x, 2)[:, 1], [5.0, 25.0])  # segment means
+    np.testing.assert_array_equal(resample_time(x, 4), x)
+    with pytest.raises(FeatureError, match="no frames"):
+        resample_time(np.zeros((0, 2)), 4)
+    with pytest.raises(FeatureError, match="unknown NaN policy 'skip'"):
+        TableSpec(nan_policy="skip")
