@@ -71,8 +71,18 @@ MANIFEST_NAME = "demo.csv"  # stem = dataset name, as manifests/<dataset>.csv
 LABELS_NAME = "labels.csv"
 PARAMS_NAME = "demo.json"
 _LABEL_COLUMNS = (
-    "video_id", "path", "mos", "scene", "distortion", "level", "setting",
-    "width", "height", "fps", "duration_s", "n_frames",
+    "video_id",
+    "path",
+    "mos",
+    "scene",
+    "distortion",
+    "level",
+    "setting",
+    "width",
+    "height",
+    "fps",
+    "duration_s",
+    "n_frames",
 )
 
 
@@ -119,20 +129,25 @@ def demo_mos(distortion: str, level: int) -> float:
     return round(5.0 - PENALTY[distortion] * level, 6)
 
 
-def demo_clips(n_scenes: int) -> list[DemoClip]:
-    """The ladder for the first ``n_scenes`` scenes, in file order."""
-    _check_n_scenes(n_scenes)
+def demo_clips(n_scenes: int, first_scene: int = 0) -> list[DemoClip]:
+    """The ladder for ``n_scenes`` scenes from ``first_scene`` on, in file order."""
+    _check_n_scenes(n_scenes, first_scene)
     clips = []
-    for scene in SCENES[:n_scenes]:
+    for scene in SCENES[first_scene : first_scene + n_scenes]:
         clips.append(DemoClip(scene, "pristine", 0))
         for distortion, levels in LEVELS.items():
             clips.extend(DemoClip(scene, distortion, k) for k in range(1, len(levels) + 1))
     return clips
 
 
-def _check_n_scenes(n_scenes: int) -> None:
-    if not 1 <= n_scenes <= len(SCENES):
-        raise DemoError(f"n_scenes must be 1..{len(SCENES)} ({', '.join(SCENES)}), not {n_scenes}")
+def _check_n_scenes(n_scenes: int, first_scene: int = 0) -> None:
+    if not 0 <= first_scene < len(SCENES):
+        raise DemoError(f"first_scene must be 0..{len(SCENES) - 1}, not {first_scene}")
+    if not 1 <= n_scenes <= len(SCENES) - first_scene:
+        raise DemoError(
+            f"n_scenes must be 1..{len(SCENES) - first_scene} from scene {first_scene} "
+            f"({', '.join(SCENES)}), not {n_scenes}"
+        )
 
 
 # --------------------------------------------------------------------------- scenes
@@ -200,8 +215,9 @@ def _contour_texture(height: int, width: int, rng: np.random.Generator) -> np.nd
     return image
 
 
-def _pan_zoom(image: np.ndarray, size: tuple[int, int], n_frames: int,
-              rng: np.random.Generator) -> Iterator[np.ndarray]:
+def _pan_zoom(
+    image: np.ndarray, size: tuple[int, int], n_frames: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Frames of a slow pan and zoom over ``image`` (camera motion)."""
     from PIL import Image
 
@@ -224,8 +240,9 @@ def _pan_zoom(image: np.ndarray, size: tuple[int, int], n_frames: int,
         yield np.asarray(src.resize((width, height), Image.BICUBIC, box=box))
 
 
-def _moving_shapes(size: tuple[int, int], n_frames: int,
-                   rng: np.random.Generator) -> Iterator[np.ndarray]:
+def _moving_shapes(
+    size: tuple[int, int], n_frames: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     from PIL import Image, ImageDraw
 
     width, height = size
@@ -248,8 +265,12 @@ def _moving_shapes(size: tuple[int, int], n_frames: int,
             if k % 2:
                 draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=(0, 0, 0), width=2)
             else:
-                draw.rectangle((x - r, y - r * 0.6, x + r, y + r * 0.6), fill=fill,
-                               outline=(255, 255, 255), width=2)
+                draw.rectangle(
+                    (x - r, y - r * 0.6, x + r, y + r * 0.6),
+                    fill=fill,
+                    outline=(255, 255, 255),
+                    width=2,
+                )
         yield np.asarray(frame)
 
 
@@ -284,9 +305,7 @@ def _blur(frames: list[np.ndarray], sigma: float) -> list[np.ndarray]:
 
     width = frames[0].shape[1]
     radius = sigma * width / 320
-    return [
-        np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(radius))) for f in frames
-    ]
+    return [np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(radius))) for f in frames]
 
 
 def _noise(frames: list[np.ndarray], std: float, rng: np.random.Generator) -> list[np.ndarray]:
@@ -354,11 +373,13 @@ def encode_h264(frames: list[np.ndarray], path: Path, fps: int, crf: int) -> Pat
 # --------------------------------------------------------------------------- the dataset
 
 
-def _params(n_scenes: int, seconds: float, size: tuple[int, int], fps: int,
-            seed: int) -> dict[str, object]:
+def _params(
+    n_scenes: int, seconds: float, size: tuple[int, int], fps: int, seed: int, first_scene: int = 0
+) -> dict[str, object]:
     return {
         "generator_version": GENERATOR_VERSION,
         "n_scenes": n_scenes,
+        "first_scene": first_scene,
         "seconds": float(seconds),
         "size": [int(size[0]), int(size[1])],
         "fps": int(fps),
@@ -366,8 +387,10 @@ def _params(n_scenes: int, seconds: float, size: tuple[int, int], fps: int,
     }
 
 
-def _validate(n_scenes: int, seconds: float, size: tuple[int, int], fps: int) -> int:
-    _check_n_scenes(n_scenes)
+def _validate(
+    n_scenes: int, seconds: float, size: tuple[int, int], fps: int, first_scene: int = 0
+) -> int:
+    _check_n_scenes(n_scenes, first_scene)
     width, height = size
     if width < 32 or height < 32 or width % 2 or height % 2:
         raise DemoError(f"size must be even and at least 32x32 (H.264 yuv420p), not {size}")
@@ -408,10 +431,12 @@ def make_demo_dataset(
     size: tuple[int, int] = (320, 240),
     fps: int = 12,
     seed: int = 0,
+    first_scene: int = 0,
 ) -> Path:
     """Generate the demo clips, their labels and a manifest; return the manifest path.
 
-    ``n_scenes`` × 16 clips (48 by default) of ``round(seconds * fps)`` frames at ``size``
+    ``n_scenes`` scenes from ``first_scene`` on (``SCENES`` order), × 16 clips (48 by
+    default) of ``round(seconds * fps)`` frames at ``size``
     (width, height). A folder already holding a complete demo with the same parameters is
     left as it is.
 
@@ -422,8 +447,8 @@ def make_demo_dataset(
     from vqa_pipe.pipeline.manifest import write_manifest
 
     out_dir = Path(out_dir)
-    n_frames = _validate(n_scenes, seconds, size, fps)
-    params = _params(n_scenes, seconds, size, fps, seed)
+    n_frames = _validate(n_scenes, seconds, size, fps, first_scene)
+    params = _params(n_scenes, seconds, size, fps, seed, first_scene)
     if is_complete(out_dir, params):
         return out_dir / MANIFEST_NAME
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / PARAMS_NAME).is_file():
@@ -432,14 +457,14 @@ def make_demo_dataset(
         )
     clips_dir = out_dir / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
-    ladder = demo_clips(n_scenes)
+    ladder = demo_clips(n_scenes, first_scene)
     wanted = {f"{clip.video_id}.mp4" for clip in ladder}
     _write_json(out_dir / PARAMS_NAME, {"params": params, "complete": False})
     for stale in clips_dir.glob("*.mp4"):
         if stale.name not in wanted:
             stale.unlink()
 
-    for scene in SCENES[:n_scenes]:
+    for scene in SCENES[first_scene : first_scene + n_scenes]:
         frames = scene_frames(scene, size, n_frames, seed)
         for clip in (c for c in ladder if c.scene == scene):
             distorted, crf = distort(frames, clip, seed)
@@ -455,18 +480,30 @@ def make_demo_dataset(
     return manifest
 
 
-def _write_labels(path: Path, ladder: list[DemoClip], size: tuple[int, int], fps: int,
-                  n_frames: int) -> None:
+def _write_labels(
+    path: Path, ladder: list[DemoClip], size: tuple[int, int], fps: int, n_frames: int
+) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(_LABEL_COLUMNS)
         for clip in ladder:
-            writer.writerow([
-                clip.video_id, f"clips/{clip.video_id}.mp4", repr(clip.mos), clip.scene,
-                clip.distortion, clip.level, clip.setting, size[0], size[1], fps,
-                repr(n_frames / fps), n_frames,
-            ])
+            writer.writerow(
+                [
+                    clip.video_id,
+                    f"clips/{clip.video_id}.mp4",
+                    repr(clip.mos),
+                    clip.scene,
+                    clip.distortion,
+                    clip.level,
+                    clip.setting,
+                    size[0],
+                    size[1],
+                    fps,
+                    repr(n_frames / fps),
+                    n_frames,
+                ]
+            )
     os.replace(tmp, path)
 
 

@@ -17,6 +17,7 @@ def run_demo(
     clip_pretrained: str | None = None,
     random_weights: bool = False,
     n_scenes: int = 3,
+    first_scene: int = 0,
     device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -34,6 +35,6 @@ def run_demo(
         device=device,
     )
     log(f"demo dataset: {out_dir / 'data'} ({n_scenes} scenes x 16 distortion levels)")
-    manifest = make_demo_dataset(out_dir / "data", n_scenes=n_scenes)
+    manifest = make_demo_dataset(out_dir / "data", n_scenes=n_scenes, first_scene=first_scene)
     summary = run_extract(manifest, out_dir / "features.zarr", built, progress=progress)
     return manifest, summary

@@ -154,3 +154,12 @@ def test_refuses_a_foreign_folder_and_bad_parameters(tmp_path):
         make_demo_dataset(tmp_path / "b", n_scenes=len(SCENES) + 1)
     with pytest.raises(DemoError, match="frames"):
         make_demo_dataset(tmp_path / "c", seconds=0.2, fps=10)
+
+
+def test_first_scene_selects_other_scenes():
+    from vqa_pipe.pipeline.demo_clips import SCENES, DemoError, demo_clips
+
+    clips = demo_clips(2, first_scene=3)
+    assert sorted({c.scene for c in clips}) == sorted(SCENES[3:5]) and len(clips) == 32
+    with pytest.raises(DemoError, match="n_scenes must be 1..3 from scene 3"):
+        demo_clips(4, first_scene=3)

@@ -36,8 +36,23 @@ import click
 @click.option("--branches", default="semantic", show_default=True, help="semantic and/or spatial.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--data-only", is_flag=True, help="Only make the clips and their manifest.")
+@click.option(
+    "--first-scene",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 5),
+    help="First scene (0-5) of the demo's fixed scene list; another value, other scenes.",
+)
 def demo(
-    out_dir, clip_model, clip_pretrained, random_weights, scenes, branches, no_progress, data_only
+    out_dir,
+    clip_model,
+    clip_pretrained,
+    random_weights,
+    scenes,
+    branches,
+    no_progress,
+    data_only,
+    first_scene,
 ):
     """Make the demo clips (real distortions, documented MOS rule) and extract their features."""
     from vqa_pipe.cli.extract import _parse_branches
@@ -48,7 +63,7 @@ def demo(
         from vqa_pipe.pipeline.demo_clips import make_demo_dataset
 
         try:
-            manifest = make_demo_dataset(out_dir / "data", n_scenes=scenes)
+            manifest = make_demo_dataset(out_dir / "data", n_scenes=scenes, first_scene=first_scene)
         except (OSError, ValueError) as err:
             raise click.ClickException(str(err)) from None
         click.echo(f"demo clips and labels in {manifest.parent}; manifest {manifest}")
