@@ -65,7 +65,7 @@ def _check_section(section: object, command: click.Command, where: str) -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("manifest", "extract", "demo", "features", "train"):
+    for name in ("manifest", "extract", "demo", "features", "train", "report"):
         try:
             module = importlib.import_module(f"vqa_pipe.cli.{name}")
         except ModuleNotFoundError as err:

@@ -1,0 +1,178 @@
+"""The cross-dataset report: train rows × test columns, from the run folders of stage two.
+
+Reads ``<runs>/<train>/<regressor>/metrics.json`` (within-dataset: the median over the test
+parts of the splits) and ``<runs>/<train>/<regressor>/eval-<test>/metrics.json`` (a model
+trained on one dataset tested on another), and writes into ``out``:
+
+- ``cross_dataset.md``: one table per regressor, median SROCC / PLCC; the diagonal is the
+  within-dataset result (held-out test parts), the rest cross-dataset;
+- ``cross_dataset.csv``: the same numbers, one row per (regressor, train, test);
+- ``per_split.csv``: within-dataset SROCC and PLCC of every split (for ``dvc plots``);
+- ``metrics.json``: the medians, nested by regressor, train and test (for ``dvc metrics``).
+
+When any feature store behind the runs was made with random weights, every file says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+RANDOM_NOTE = "RANDOM WEIGHTS: features from untrained models; these numbers are meaningless."
+
+
+class ReportError(RuntimeError):
+    """A run folder the report needs is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    regressor: str
+    train: str
+    test: str
+    srocc: float
+    plcc: float
+    n_splits: int
+    within: bool
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise ReportError(f"missing {path}: run `vqa-pipe train`/`evaluate` for it first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path} is not valid JSON ({err})") from None
+
+
+def _median(summary: dict, metric: str) -> float:
+    stats = next(iter(summary.values()))  # the first (only) test set of the run
+    return float(stats[metric]["median"])
+
+
+def collect(
+    runs: Path, datasets: Sequence[str], regressors: Sequence[str]
+) -> tuple[list[Cell], list[dict]]:
+    """Every (regressor, train, test) cell, and the per-split rows of the within-dataset runs."""
+    cells, per_split = [], []
+    for regressor in regressors:
+        for train in datasets:
+            run = runs / train / regressor
+            metrics = _read(run / "metrics.json")
+            cells.append(
+                Cell(
+                    regressor,
+                    train,
+                    train,
+                    _median(metrics["summary"], "srocc"),
+                    _median(metrics["summary"], "plcc"),
+                    int(metrics["n_splits"]),
+                    True,
+                )
+            )
+            for split in metrics["splits"]:
+                per_split.append(
+                    {
+                        "dataset": train,
+                        "regressor": regressor,
+                        "split": split["split"],
+                        "srocc": split["metrics"]["srocc"],
+                        "plcc": split["metrics"]["plcc"],
+                    }
+                )
+            for test in datasets:
+                if test == train:
+                    continue
+                other = _read(run / f"eval-{test}" / "metrics.json")
+                cells.append(
+                    Cell(
+                        regressor,
+                        train,
+                        test,
+                        _median(other["summary"], "srocc"),
+                        _median(other["summary"], "plcc"),
+                        int(other["n_splits"]),
+                        False,
+                    )
+                )
+    return cells, per_split
+
+
+def random_weight_stores(stores: Sequence[Path]) -> list[str]:
+    """Stores (of those given) whose features came from random weights."""
+    from vqa_pipe.pipeline.store import FeatureStore
+
+    return [str(s) for s in stores if FeatureStore.open(s).random_weights]
+
+
+def markdown(cells: Sequence[Cell], datasets: Sequence[str], random_stores: Sequence[str]) -> str:
+    lines = ["# Cross-dataset results", ""]
+    if random_stores:
+        lines += [f"**{RANDOM_NOTE}** ({', '.join(random_stores)})", ""]
+    lines += [
+        "Median SROCC / PLCC over splits. Rows: training dataset; columns: test dataset. The "
+        "diagonal is within-dataset (held-out test parts of the random splits); the rest is "
+        "cross-dataset (every split's model on the whole other dataset).",
+        "",
+    ]
+    for regressor in dict.fromkeys(c.regressor for c in cells):
+        table = {(c.train, c.test): c for c in cells if c.regressor == regressor}
+        lines += [
+            f"## {regressor}",
+            "",
+            "| train \\ test | " + " | ".join(datasets) + " |",
+            "|---" * (len(datasets) + 1) + "|",
+        ]
+        for train in datasets:
+            row = [f"{table[train, t].srocc:.3f} / {table[train, t].plcc:.3f}" for t in datasets]
+            lines.append(f"| {train} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_report(
+    runs: str | Path,
+    datasets: Sequence[str],
+    regressors: Sequence[str],
+    out: str | Path,
+    stores: Sequence[str | Path] = (),
+) -> Path:
+    """Write the cross-dataset report files into ``out``; return the markdown file's path."""
+    runs, out = Path(runs), Path(out)
+    if not datasets or not regressors:
+        raise ReportError("the report needs at least one dataset and one regressor")
+    cells, per_split = collect(runs, datasets, regressors)
+    random_stores = random_weight_stores([Path(s) for s in stores])
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "cross_dataset.md"
+    md.write_text(markdown(cells, datasets, random_stores) + "\n")
+    with open(out / "cross_dataset.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["regressor", "train", "test", "srocc", "plcc", "n_splits", "within"])
+        for c in cells:
+            writer.writerow(
+                [
+                    c.regressor,
+                    c.train,
+                    c.test,
+                    f"{c.srocc:.6f}",
+                    f"{c.plcc:.6f}",
+                    c.n_splits,
+                    int(c.within),
+                ]
+            )
+    with open(out / "per_split.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["dataset", "regressor", "split", "srocc", "plcc"])
+        writer.writeheader()
+        writer.writerows(per_split)
+    metrics: dict = {"random_weights": bool(random_stores)}
+    for c in cells:
+        metrics.setdefault(c.regressor, {}).setdefault(c.train, {})[c.test] = {
+            "srocc": round(c.srocc, 6),
+            "plcc": round(c.plcc, 6),
+        }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return md
