@@ -29,6 +29,29 @@ def _parse_params(ctx, param, values) -> dict:
     return out
 
 
+def _params_from_file(spec: str) -> dict:
+    """The mapping at ``KEY.PATH`` of a YAML file (``FILE[:KEY.PATH]``); empty or null -> {}."""
+    import yaml
+
+    path, _, key = spec.partition(":")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as err:
+        raise click.BadParameter(f"cannot read {path}: {err.strerror}",
+                                 param_hint="--param-file") from None
+    for part in filter(None, key.split(".")):
+        if not isinstance(data, dict) or part not in data:
+            raise click.BadParameter(f"{path} has no key '{key}'", param_hint="--param-file")
+        data = data[part]
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{spec} is not a mapping of parameters",
+                                 param_hint="--param-file")
+    return dict(data)
+
+
 def _parse_lists(ctx, param, values) -> dict:
     out = {}
     for text in values:
@@ -86,6 +109,9 @@ class _LazyChoice(click.Choice):
               help="Regressor from the registry.")
 @click.option("--param", "params", multiple=True, callback=_parse_params,
               help="Regressor parameter KEY=VALUE (repeatable; VALUE read as JSON if it parses).")
+@click.option("--param-file", "param_file", metavar="FILE[:KEY.PATH]",
+              help="Regressor parameters from a YAML mapping, e.g. params.yaml:regressor.svr "
+                   "(what dvc.yaml uses); --param entries win over it.")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="random", show_default=True,
               help="random splits, KoNViD permutations, official lists, or cross-dataset only.")
 @click.option("--splits", "n_splits", default=10, show_default=True, type=click.IntRange(1),
@@ -123,7 +149,8 @@ class _LazyChoice(click.Choice):
               help="Run folder (default runs/<dataset>-<regressor>-<protocol>).")
 @click.option("--no-save-models", is_flag=True, help="Do not save the split models.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(store_path, dataset, manifest_path, regressor, params, protocol, n_splits, test_ratio,
+def train(store_path, dataset, manifest_path, regressor, params, param_file, protocol, n_splits,
+          test_ratio,
           val_ratio, seed, konvid_info, split_start, official_lists, allow_missing, tests,
           flat_branches, n_frames, nan_policy, jobs, out_dir, no_save_models, no_progress):
     """Stage two: train a regressor on cached features and evaluate it under the protocol.
@@ -137,6 +164,8 @@ def train(store_path, dataset, manifest_path, regressor, params, protocol, n_spl
     manifest = _manifest(dataset, manifest_path)
     name = dataset or manifest.stem
     out = out_dir or Path("runs") / f"{name}-{regressor}-{protocol}"
+    if param_file:
+        params = {**_params_from_file(param_file), **params}
     try:
         opts = TrainOptions(
             regressor=regressor, params=params, protocol=protocol, n_splits=n_splits,
