@@ -1,8 +1,10 @@
-"""The cross-dataset report: train rows × test columns, from the run folders of stage two.
+"""Evaluation across datasets and the report: train rows × test columns.
 
 Reads ``<runs>/<train>/<regressor>/metrics.json`` (within-dataset: the median over the test
-parts of the splits) and ``<runs>/<train>/<regressor>/eval-<test>/metrics.json`` (a model
-trained on one dataset tested on another), and writes into ``out``:
+parts of the splits). With ``evaluate=True`` it first tests every split model of each run on
+every other dataset (``stages.evaluate.run_evaluate``), writing
+``<cross>/<train>/<regressor>/<test>/``; it then reads those ``metrics.json`` files and writes
+into ``out``:
 
 - ``cross_dataset.md``: one table per regressor, median SROCC / PLCC; the diagonal is the
   within-dataset result (held-out test parts), the rest cross-dataset;
@@ -54,7 +56,7 @@ def _median(summary: dict, metric: str) -> float:
 
 
 def collect(
-    runs: Path, datasets: Sequence[str], regressors: Sequence[str]
+    runs: Path, cross: Path, datasets: Sequence[str], regressors: Sequence[str]
 ) -> tuple[list[Cell], list[dict]]:
     """Every (regressor, train, test) cell, and the per-split rows of the within-dataset runs."""
     cells, per_split = [], []
@@ -86,7 +88,7 @@ def collect(
             for test in datasets:
                 if test == train:
                     continue
-                other = _read(run / f"eval-{test}" / "metrics.json")
+                other = _read(cross / train / regressor / test / "metrics.json")
                 cells.append(
                     Cell(
                         regressor,
@@ -133,19 +135,59 @@ def markdown(cells: Sequence[Cell], datasets: Sequence[str], random_stores: Sequ
     return "\n".join(lines)
 
 
+def evaluate_across(
+    runs: Path,
+    cross: Path,
+    datasets: Sequence[str],
+    regressors: Sequence[str],
+    stores: dict[str, Path],
+    manifests: dict[str, Path],
+    log=print,
+) -> None:
+    """Test each run's split models on every other dataset."""
+    from vqa_pipe.stages.evaluate import run_evaluate
+
+    for regressor in regressors:
+        for train in datasets:
+            for test in datasets:
+                if test == train:
+                    continue
+                log(f"evaluate {regressor} trained on {train} -> {test}")
+                run_evaluate(
+                    runs / train / regressor,
+                    stores[test],
+                    manifests[test],
+                    cross / train / regressor / test,
+                    dataset=test,
+                )
+
+
 def run_report(
     runs: str | Path,
     datasets: Sequence[str],
     regressors: Sequence[str],
     out: str | Path,
-    stores: Sequence[str | Path] = (),
+    *,
+    cross: str | Path = "cross",
+    features: str | Path = "features",
+    manifests: str | Path = "manifests",
+    evaluate: bool = True,
+    log=print,
 ) -> Path:
-    """Write the cross-dataset report files into ``out``; return the markdown file's path."""
-    runs, out = Path(runs), Path(out)
+    """Evaluate across datasets (optional) and write the report files into ``out``.
+
+    Feature stores and manifests are found as ``<features>/<dataset>.zarr`` and
+    ``<manifests>/<dataset>.csv``. Returns the markdown file's path.
+    """
+    runs, out, cross = Path(runs), Path(out), Path(cross)
     if not datasets or not regressors:
         raise ReportError("the report needs at least one dataset and one regressor")
-    cells, per_split = collect(runs, datasets, regressors)
-    random_stores = random_weight_stores([Path(s) for s in stores])
+    stores = {d: Path(features) / f"{d}.zarr" for d in datasets}
+    manifest_files = {d: Path(manifests) / f"{d}.csv" for d in datasets}
+    if evaluate:
+        evaluate_across(runs, cross, datasets, regressors, stores, manifest_files, log)
+    cells, per_split = collect(runs, cross, datasets, regressors)
+    random_stores = random_weight_stores(list(stores.values()))
     out.mkdir(parents=True, exist_ok=True)
     md = out / "cross_dataset.md"
     md.write_text(markdown(cells, datasets, random_stores) + "\n")

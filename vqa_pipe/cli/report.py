@@ -14,21 +14,40 @@ def _names(ctx, param, value) -> list[str]:
 
 
 @click.command("report")
+@click.option("--datasets", required=True, callback=_names, help="Comma-separated dataset names.")
+@click.option("--regressors", required=True, callback=_names, help="Comma-separated regressors.")
 @click.option(
     "--runs",
     default="runs",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of run folders <train>/<regressor>[/eval-<test>].",
+    help="Training runs, as <runs>/<dataset>/<regressor>.",
 )
-@click.option("--datasets", required=True, callback=_names, help="Comma-separated dataset names.")
-@click.option("--regressors", required=True, callback=_names, help="Comma-separated regressors.")
 @click.option(
-    "--store",
-    "stores",
-    multiple=True,
+    "--features",
+    default="features",
+    show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Feature stores behind the runs (repeatable): random weights are flagged.",
+    help="Feature stores, as <features>/<dataset>.zarr.",
+)
+@click.option(
+    "--manifests",
+    default="manifests",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Manifests, as <manifests>/<dataset>.csv.",
+)
+@click.option(
+    "--cross",
+    default="cross",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Cross-dataset evaluations, as <cross>/<train>/<regressor>/<test>.",
+)
+@click.option(
+    "--no-evaluate",
+    is_flag=True,
+    help="Only tabulate: the cross-dataset evaluations exist already.",
 )
 @click.option(
     "--out",
@@ -37,14 +56,24 @@ def _names(ctx, param, value) -> list[str]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder.",
 )
-def report(runs, datasets, regressors, stores, out):
-    """Write the cross-dataset table (train rows × test columns) and per-split results."""
-    from vqa_pipe.pipeline.store import StoreError
+def report(datasets, regressors, runs, features, manifests, cross, no_evaluate, out):
+    """Evaluate every run on the other datasets; write the train × test table and per-split CSV."""
+    from vqa_pipe.cli.train import _errors
     from vqa_pipe.stages.report import ReportError, run_report
 
     try:
-        md = run_report(runs, datasets, regressors, out, stores)
-    except (ReportError, StoreError) as err:
+        md = run_report(
+            runs,
+            datasets,
+            regressors,
+            out,
+            cross=cross,
+            features=features,
+            manifests=manifests,
+            evaluate=not no_evaluate,
+            log=click.echo,
+        )
+    except (ReportError, *_errors()) as err:
         raise click.ClickException(str(err)) from None
     click.echo(md.read_text())
 
