@@ -185,6 +185,7 @@ def run_report(
     stores = {d: Path(features) / f"{d}.zarr" for d in datasets}
     manifest_files = {d: Path(manifests) / f"{d}.csv" for d in datasets}
     if evaluate:
+        cross.mkdir(parents=True, exist_ok=True)  # the stage's output, even with one dataset
         evaluate_across(runs, cross, datasets, regressors, stores, manifest_files, log)
     cells, per_split = collect(runs, cross, datasets, regressors)
     random_stores = random_weight_stores(list(stores.values()))

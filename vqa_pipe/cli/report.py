@@ -14,8 +14,14 @@ def _names(ctx, param, value) -> list[str]:
 
 
 @click.command("report")
-@click.option("--datasets", required=True, callback=_names, help="Comma-separated dataset names.")
-@click.option("--regressors", required=True, callback=_names, help="Comma-separated regressors.")
+@click.option("--datasets", callback=_names, help="Comma-separated dataset names.")
+@click.option("--regressors", callback=_names, help="Comma-separated regressors.")
+@click.option(
+    "--lists-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Take missing --datasets/--regressors from the top-level 'datasets' and "
+    "'regressors' lists of this YAML file (dvc's params.yaml).",
+)
 @click.option(
     "--runs",
     default="runs",
@@ -56,11 +62,19 @@ def _names(ctx, param, value) -> list[str]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder.",
 )
-def report(datasets, regressors, runs, features, manifests, cross, no_evaluate, out):
+def report(datasets, regressors, lists_from, runs, features, manifests, cross, no_evaluate, out):
     """Evaluate every run on the other datasets; write the train × test table and per-split CSV."""
     from vqa_pipe.cli.train import _errors
     from vqa_pipe.stages.report import ReportError, run_report
 
+    if lists_from:
+        import yaml
+
+        top = yaml.safe_load(lists_from.read_text()) or {}
+        datasets = datasets or _names(None, None, top.get("datasets") or [])
+        regressors = regressors or _names(None, None, top.get("regressors") or [])
+    if not datasets or not regressors:
+        raise click.UsageError("give --datasets and --regressors (or --lists-from params.yaml)")
     try:
         md = run_report(
             runs,
