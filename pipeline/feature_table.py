@@ -348,6 +348,11 @@ def load_table(
     rows = {row.video_id: row for row in read_manifest(manifest)}
     name = dataset or manifest.stem
     notes: list[str] = []
+    if store.random_weights:
+        notes.append(
+            f"RANDOM WEIGHTS: {store.path} holds features from untrained models; "
+            "these results are meaningless"
+        )
 
     not_in_manifest = [v for v in store.video_ids if v not in rows]
     if not_in_manifest:

@@ -59,6 +59,9 @@ def test_repro_then_only_touched_stages_rerun(tiny_project):
         cell = metrics[regressor]["demo"]["demo"]
         assert all(isinstance(cell[k], float) and -1 <= cell[k] <= 1 for k in ("srocc", "plcc"))
     assert "RANDOM WEIGHTS" in (tiny_project / "reports" / "cross_dataset.md").read_text()
+    run_metrics = json.loads((tiny_project / "runs/demo/svr/metrics.json").read_text())
+    assert any("RANDOM WEIGHTS" in note for note in run_metrics["notes"])
+    assert "RANDOM WEIGHTS" in (tiny_project / "runs/demo/svr/summary.txt").read_text()
     assert "up to date" in _run(["dvc", "status"], tiny_project)
 
     # change one regressor setting: only its training and the evaluation rerun
