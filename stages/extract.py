@@ -287,25 +287,17 @@ def run_extract(
         limit: only the first ``limit`` videos of the manifest (a quick look).
         on_config_change: ``error`` (default) or ``replace`` an existing store made differently.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    if not branches:
-        raise ValueError("no extraction branch selected")
-    rows = read_manifest(manifest)
-    if limit is not None:
-        rows = rows[:limit]
-    paths = {row.video_id: str(row.path) for row in rows}
-    store = configure_store(store_path, list(paths), branches, part_size, on_config_change)
-
-    summary = ExtractSummary(
-        store=Path(store_path),
-        total=len(paths),
-        random_weights=any(b.random_weights for b in branches),
+    paths, store, summary, work = prepare_run(
+        manifest,
+        store_path,
+        branches,
+        part_size=part_size,
+        retry_failed=retry_failed,
+        limit=limit,
+        log=log,
+        on_config_change=on_config_change,
     )
-    if summary.random_weights:
-        log(RANDOM_WEIGHTS_BANNER)
-    work = _plan_parts(store, [b.name for b in branches], retry_failed)
     n_todo = sum(len(w.todo) for w in work)
-    _count_skipped(summary, store, [b.name for b in branches], work)
     start = time.perf_counter()
     if n_todo:
         bar = _progress_bar(n_todo, progress)
@@ -320,6 +312,39 @@ def run_extract(
         store.consolidate()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def prepare_run(
+    manifest: str | Path,
+    store_path: str | Path,
+    branches: Sequence[Branch],
+    *,
+    part_size: int,
+    retry_failed: bool,
+    limit: int | None,
+    log: Callable[[str], None] | None,
+    on_config_change: str,
+) -> tuple[dict[str, str], FeatureStore, ExtractSummary, list[_PartWork]]:
+    """Read the manifest, configure the store, plan the parts still to do (serial or dask)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if not branches:
+        raise ValueError("no extraction branch selected")
+    rows = read_manifest(manifest)
+    if limit is not None:
+        rows = rows[:limit]
+    paths = {row.video_id: str(row.path) for row in rows}
+    store = configure_store(store_path, list(paths), branches, part_size, on_config_change)
+    summary = ExtractSummary(
+        store=Path(store_path),
+        total=len(paths),
+        random_weights=any(b.random_weights for b in branches),
+    )
+    if summary.random_weights:
+        log(RANDOM_WEIGHTS_BANNER)
+    names = [b.name for b in branches]
+    work = _plan_parts(store, names, retry_failed)
+    _count_skipped(summary, store, names, work)
+    return paths, store, summary, work
 
 
 def _count_skipped(

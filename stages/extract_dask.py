@@ -14,24 +14,20 @@ each with its own ``CUDA_VISIBLE_DEVICES``, and pass the scheduler address.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vqa_pipe.pipeline.manifest import read_manifest
 from vqa_pipe.pipeline.store import FeatureStore
 from vqa_pipe.stages.extract import (
-    RANDOM_WEIGHTS_BANNER,
     ExtractSummary,
-    _count_skipped,
     _plan_parts,
     _process,
     _progress_bar,
     _record,
     build_branches,
-    configure_store,
+    prepare_run,
 )
 
 _WORKER_BRANCHES: dict[str, list] = {}
@@ -88,23 +84,19 @@ def run_extract_dask(
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    rows = read_manifest(manifest)[:limit] if limit is not None else read_manifest(manifest)
-    paths = {row.video_id: str(row.path) for row in rows}
     # The client builds the branches on the CPU only to record their configuration.
     local = build_branches(**{**branch_spec, "device": "cpu"})
-    store = configure_store(store_path, list(paths), local, part_size, on_config_change)
-    del local
-    summary = ExtractSummary(
-        store=Path(store_path),
-        total=len(paths),
-        random_weights=bool(branch_spec.get("random_weights")),
+    paths, store, summary, work = prepare_run(
+        manifest,
+        store_path,
+        local,
+        part_size=part_size,
+        retry_failed=retry_failed,
+        limit=limit,
+        log=log,
+        on_config_change=on_config_change,
     )
-    if summary.random_weights:
-        log(RANDOM_WEIGHTS_BANNER)
-    names = list(branch_spec["names"])
-    work = _plan_parts(store, names, retry_failed)
-    _count_skipped(summary, store, names, work)
+    del local
     spec = json.dumps(branch_spec, sort_keys=True, default=str)
     start = time.perf_counter()
     if work:
