@@ -6,7 +6,8 @@ Prints markdown tables:
 1. seconds per video for each backend, 2 frames/s sampling and every frame (in process);
 2. the background decoder (worker process, bounded queue) against in-process decoding;
 3. resident memory of a process that decodes the same video many times per backend
-   (decord 0.6 is known to grow), and of a background run over a long video, all frames.
+   (decord 0.6 is known to grow), of a background run over a long video, all frames, and
+   of a background run feeding a slow consumer, per backend.
 """
 
 from __future__ import annotations
@@ -115,15 +116,29 @@ def table_memory(videos: list[Path], rounds: int) -> None:
         print(f"\nAll {n} frames of {longest.name} in the background, prefetch_frames="
               f"{prefetch}: worker RSS peak {peak_worker:.0f} MiB (sampled), "
               f"parent peak RSS so far {parent_peak:.0f} MiB")
+    print(f"\nA slow consumer (50 ms a frame, 2 frames/s) of {longest.name} in the background, "
+          "prefetch_frames=32:\n")
+    print("| backend | frames | worker peak RSS (VmHWM, MiB) |")
+    print("|---|---|---|")
+    for backend in ("decord", "pyav"):
+        with decode_in_background([("x", longest)], FrameSampling(2.0, None),
+                                  prefetch_frames=32, backend=backend) as run:
+            video = next(run)
+            n = 0
+            for _ in video.frames:
+                n += 1
+                time.sleep(0.05)  # decord 0.6 used to decode ahead into RGB while it waited
+            peak = _rss_of(run.worker_pid, "VmHWM")
+        print(f"| {backend} | {n} | {peak:.0f} |")
 
 
-def _rss_of(pid: int | None) -> float:
+def _rss_of(pid: int | None, field: str = "VmRSS") -> float:
     if pid is None:
         return 0.0
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass

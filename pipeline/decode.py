@@ -5,9 +5,31 @@ whatever the input (yuv420p, 10-bit, gray, odd sizes, portrait).
 
 Backends: ``"auto"`` tries decord first and falls back to PyAV when decord is
 absent, refuses the video (frame count differing from the container's, timestamps
-that do not increase, a rotated stream) or fails or returns a wrong-shaped frame
-mid-way (the remaining frames then come from PyAV). PyAV decodes sequentially from
-the start and is the reference.
+that do not increase, a rotated stream, a file or a plan for which PyAV is the
+better choice: see Memory) or fails or returns a wrong-shaped frame mid-way (the
+remaining frames then come from PyAV). PyAV decodes sequentially from the start
+and is the reference.
+
+Memory: a reader's memory does not grow with the video's length, however slow the
+consumer. PyAV holds the frame being handed out and FFmpeg's decoder state. decord
+0.6 does not on its own: after every seek (each new GOP) it reads the rest of the
+file into a packet queue (its reading loop spins until its decoder thread has
+produced a frame), and while the caller is away its decoder thread turns the queued
+packets into full-size RGB frames that stay queued until the next seek. A decord
+reader paused by a slow consumer thus grew with the length of the video (a
+background worker reached 3.5 GB on a long 720p video). So decord is used in groups:
+the wanted frames of one GOP, at most ``decode_backends.DECORD_GROUP_BYTES`` (128
+MiB) of RGB, are decoded back to back, then the reader is rewound (which drops both
+queues and stops decord's thread) before the group is handed out. That costs nothing
+when the next group starts a later GOP (decord seeks there anyway), but a GOP with
+more wanted frames than a group holds is re-decoded from its keyframe for each
+further group. The compressed read-ahead remains: up to the size of the file. Hence,
+with ``"auto"``, PyAV decodes a file larger than
+``decode_backends.DECORD_MAX_FILE_BYTES`` (128 MiB), and a video whose re-decoding
+would decode more frames than one sequential PyAV pass (dense sampling of long GOPs,
+such as every frame of a 720p video whose GOPs are longer than 48 frames). A forced
+``"decord"`` is never refused for these: it re-decodes (slower) and may hold the
+whole compressed file.
 
 Display rotation: honoured. A stream with a display matrix (phone videos) comes
 out the way a player shows it, turned by multiples of 90 degrees; ``VideoInfo``
@@ -288,7 +310,8 @@ def _stream(
         coded_w, coded_h = info.width, info.height  # decord is never used on rotated streams
         try:
             for index, time_s, rgb in _backends.decord_read(
-                path, wanted, width=coded_w, height=coded_h, n_frames=info.n_frames
+                path, wanted, width=coded_w, height=coded_h, n_frames=info.n_frames,
+                pyav_fallback=backend == "auto",
             ):
                 yield Frame(index, time_s, rgb)
                 done += 1

@@ -7,8 +7,10 @@ indices and raise :class:`BackendError` with a reason (without the file name:
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +19,9 @@ import numpy as np
 
 RawFrame = tuple[int, float, np.ndarray]
 
-DECORD_CHUNK = 8  # frames decord decodes per call: bounds the reader's memory
+DECORD_CHUNK = 8  # frames per decord get_batch call
+DECORD_GROUP_BYTES = 128 * 2**20  # decoded frames decord_read holds between seeks
+DECORD_MAX_FILE_BYTES = 128 * 2**20  # larger files go to PyAV under "auto" (decord_read)
 TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})  # FFmpeg renders text files as video
 
 
@@ -187,17 +191,51 @@ def decord_available() -> str | None:
 
 
 def decord_read(
-    path: str, indices: Sequence[int], *, width: int, height: int, n_frames: int
+    path: str,
+    indices: Sequence[int],
+    *,
+    width: int,
+    height: int,
+    n_frames: int,
+    pyav_fallback: bool = False,
 ) -> Iterator[RawFrame]:
     """Read with decord, refusing anything that looks wrong before or while decoding.
 
     Refuses (``BackendError``) when decord's frame count differs from the
     container's (the situation in which decord 0.6 may hang), when requested
     timestamps are not increasing (its known wrong-frame case), and when a frame
-    comes back with the wrong shape.
+    comes back with the wrong shape. With ``pyav_fallback`` (PyAV takes over when
+    this refuses) it also refuses where PyAV is the better choice: a file larger
+    than :data:`DECORD_MAX_FILE_BYTES`, or a plan (below) that would decode more
+    frames than one sequential PyAV pass.
+
+    Memory: after every seek (each new GOP) decord 0.6 reads the rest of the file
+    into its packet queue (its ``Pop`` does not wait while its decoder thread has
+    produced nothing, so the reading loop spins to the end of the file), and the
+    packets stay queued until the next seek. While the caller is away, the
+    decoder thread keeps turning them into full-size RGB frames, so a paused
+    reader grows without bound. The compressed read-ahead cannot be avoided (hence
+    the file size limit); the decoded one is: the wanted frames are decoded in
+    groups, one per GOP and at most :data:`DECORD_GROUP_BYTES` each, with no pause
+    between ``get_batch`` calls, and the reader is rewound (``seek(0)``, which
+    drops decord's queues and stops its thread) before the group's frames are
+    handed out. The next group starts with a seek to its keyframe, which decord
+    does anyway when the group starts a later GOP; a group that continues a GOP
+    (one with more wanted frames than a group holds) re-decodes it from its
+    keyframe.
     """
     if not indices:
         return
+    if pyav_fallback:
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0  # decord will say what is wrong
+        if size > DECORD_MAX_FILE_BYTES:
+            raise BackendError(
+                f"the file holds {size / 2**20:.0f} MiB and decord may hold all of it in "
+                f"memory (more than {DECORD_MAX_FILE_BYTES / 2**20:.0f} MiB)"
+            )
     try:
         import decord
 
@@ -219,26 +257,83 @@ def decord_read(
         if not np.all(np.isfinite(starts)) or np.any(np.diff(starts) <= 0):
             raise BackendError("decord reports timestamps that do not increase with the index")
         times = dict(zip(unique, starts.tolist(), strict=True))
-        pos = 0
-        for lo in range(0, len(unique), DECORD_CHUNK):
-            chunk = unique[lo : lo + DECORD_CHUNK]
-            try:
-                batch = reader.get_batch(chunk).asnumpy()
-            except Exception as err:
-                raise BackendError(f"decord failed on frames {chunk} ({_short(err)})") from None
-            if batch.shape != (len(chunk), height, width, 3) or batch.dtype != np.uint8:
+        try:
+            keys = [int(k) for k in reader.get_key_indices()]
+        except Exception as err:
+            raise BackendError(f"decord has no keyframe index ({_short(err)})") from None
+        per_group = max(1, DECORD_GROUP_BYTES // max(1, width * height * 3))
+        groups = decord_groups(unique, keys, per_group)
+        if pyav_fallback:
+            cost, sequential = decord_cost(groups, keys), unique[-1] + 1
+            if cost > sequential:
                 raise BackendError(
-                    f"decord returned frames of shape {batch.shape} {batch.dtype}, "
-                    f"expected {(len(chunk), height, width, 3)} uint8"
+                    f"decord would decode {cost} frames (holding at most {per_group} at a "
+                    f"time), PyAV {sequential} in one pass"
                 )
-            for index, rgb in zip(chunk, batch, strict=True):
-                rgb = rgb.copy()  # a view would keep the whole batch alive
+        pos = 0
+        for group in groups:
+            decoded = _decord_group(reader, group, width, height)
+            try:
+                reader.seek(0)  # drops decord's read-ahead before the consumer is waited on
+            except Exception as err:
+                raise BackendError(f"decord could not rewind ({_short(err)})") from None
+            decoded.reverse()
+            for index in group:
+                rgb = decoded.pop()  # handed out, no longer held here
                 while pos < len(indices) and indices[pos] == index:
                     yield index, times[index], rgb
                     pos += 1
-            del batch
+            del rgb
     finally:
         del reader
+
+
+def decord_groups(unique: Sequence[int], keys: Sequence[int], per_group: int) -> list[list[int]]:
+    """``unique`` (sorted) cut at every GOP start and after ``per_group`` frames of one GOP.
+
+    Every group lies within one GOP (``keys``: decord's keyframe indices), so that
+    rewinding the reader after a group costs nothing when the next group starts a
+    later GOP: decord seeks to that GOP's keyframe anyway.
+    """
+    groups: list[list[int]] = []
+    last_gop = None
+    for index in unique:
+        gop = bisect.bisect_right(keys, index)
+        if groups and gop == last_gop and len(groups[-1]) < per_group:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+        last_gop = gop
+    return groups
+
+
+def decord_cost(groups: Sequence[Sequence[int]], keys: Sequence[int]) -> int:
+    """Frames decord decodes for :func:`decord_groups`: from each group's keyframe to its end."""
+    total = 0
+    for group in groups:
+        gop = bisect.bisect_right(keys, group[0])
+        total += group[-1] - (keys[gop - 1] if gop else 0) + 1
+    return total
+
+
+def _decord_group(reader, group: Sequence[int], width: int, height: int) -> list[np.ndarray]:
+    """The frames of ``group``, decoded back to back (decord must not be left idle mid-way)."""
+    out: list[np.ndarray] = []
+    step = max(1, min(DECORD_CHUNK, DECORD_GROUP_BYTES // max(1, width * height * 3)))
+    for lo in range(0, len(group), step):
+        chunk = list(group[lo : lo + step])
+        try:
+            batch = reader.get_batch(chunk).asnumpy()
+        except Exception as err:
+            raise BackendError(f"decord failed on frames {chunk} ({_short(err)})") from None
+        if batch.shape != (len(chunk), height, width, 3) or batch.dtype != np.uint8:
+            raise BackendError(
+                f"decord returned frames of shape {batch.shape} {batch.dtype}, "
+                f"expected {(len(chunk), height, width, 3)} uint8"
+            )
+        out.extend(rgb.copy() for rgb in batch)  # views would keep the whole batch alive
+        del batch
+    return out
 
 
 def _short(err: BaseException, limit: int = 200) -> str:

@@ -40,6 +40,7 @@ def synth(tmp_path_factory) -> dict[str, Path]:
         "rot90": make_video(d / "rot90.mp4", rotation=90, n_frames=10),
         "seven": make_video(d / "seven.mp4", n_frames=7),
         "long": make_video(d / "long.mp4", width=32, height=32, n_frames=600, fps=25),
+        "gop8": make_video(d / "gop8.mp4", n_frames=20, gop=8),  # keyframes 0, 8, 16
     }
 
 
@@ -220,6 +221,9 @@ class _FlakyReader:
     def __len__(self) -> int:
         return len(self._real)
 
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
     def get_frame_timestamp(self, indices):
         stamps = self._real.get_frame_timestamp(indices)
         return stamps[::-1].copy() if self.mode == "stamps" else stamps
@@ -227,7 +231,7 @@ class _FlakyReader:
     def get_batch(self, indices):
         self._calls += 1
         batch = self._real.get_batch(indices)
-        if self._calls == 2:  # the second chunk comes back with two channels
+        if self._calls == 2:  # the second GOP (frames 8-15) comes back with two channels
             return type("Wrong", (), {"asnumpy": lambda _: batch.asnumpy()[..., :2]})()
         return batch
 
@@ -239,13 +243,46 @@ def test_auto_falls_back_to_pyav_when_decord_goes_wrong(synth, monkeypatch, mode
     monkeypatch.setattr(_FlakyReader, "real", decord.VideoReader)
     monkeypatch.setattr(decord, "VideoReader", _FlakyReader)
     used = []
-    frames = list(iter_frames(synth["plain"], list(range(20)),
+    frames = list(iter_frames(synth["gop8"], list(range(20)),
                               on_backend=lambda b, r: used.append((b, r))))
     assert [frame_id(f.rgb) for f in frames] == list(range(20))  # nothing lost or repeated
     assert [b for b, _ in used] == ["decord", "pyav"]
     assert f"after {decord_frames} frames" in used[1][1]
-    with pytest.raises(DecodeError, match="plain.mp4"):  # forced decord: no fallback
-        list(iter_frames(synth["plain"], list(range(20)), backend="decord"))
+    with pytest.raises(DecodeError, match="gop8.mp4"):  # forced decord: no fallback
+        list(iter_frames(synth["gop8"], list(range(20)), backend="decord"))
+
+
+def test_decord_works_in_groups_and_auto_prefers_pyav_where_it_is_better(synth, monkeypatch):
+    pytest.importorskip("decord")
+    from vqa_pipe.pipeline import decode_backends
+
+    keys = [0, 8, 16]
+    assert decode_backends.decord_groups([1, 3, 5, 9, 17, 18], keys, 2) == [
+        [1, 3], [5], [9], [17, 18]]
+    assert decode_backends.decord_cost([[1, 3], [5], [9], [17, 18]], keys) == 4 + 6 + 2 + 3
+    # two frames per group: a group that continues a GOP is re-decoded from its keyframe
+    monkeypatch.setattr(decode_backends, "DECORD_GROUP_BYTES", 2 * 64 * 48 * 3)
+    for name, wanted in [("plain", list(range(20))), ("gop8", [0, 3, 3, 5, 7, 8, 12, 13, 19])]:
+        frames = list(iter_frames(synth[name], wanted, backend="decord"))
+        assert [f.index for f in frames] == wanted
+        assert [frame_id(f.rgb) for f in frames] == wanted, name
+    used = []  # every frame of one GOP: decord would decode 2+4+...+20 frames, PyAV 20
+    frames = list(iter_frames(synth["plain"], list(range(20)),
+                              on_backend=lambda b, r: used.append((b, r))))
+    assert [b for b, _ in used] == ["decord", "pyav"] and "would decode 110 frames" in used[1][1]
+    assert [frame_id(f.rgb) for f in frames] == list(range(20))
+    used.clear()  # one frame per GOP costs nothing extra: decord stays
+    frames = list(iter_frames(synth["gop8"], [2, 9, 17], on_backend=lambda b, r: used.append(b)))
+    assert used == ["decord"] and [frame_id(f.rgb) for f in frames] == [2, 9, 17]
+    # decord may read a whole file into memory: larger files go to PyAV under "auto"
+    monkeypatch.setattr(decode_backends, "DECORD_MAX_FILE_BYTES", 1000)
+    used.clear()
+    frames = list(iter_frames(synth["gop8"], [2, 9, 17],
+                              on_backend=lambda b, r: used.append((b, r))))
+    assert [b for b, _ in used] == ["decord", "pyav"] and "may hold all of it" in used[1][1]
+    assert [frame_id(f.rgb) for f in frames] == [2, 9, 17]
+    frames = list(iter_frames(synth["gop8"], [2, 9, 17], backend="decord"))  # forced: no limit
+    assert [frame_id(f.rgb) for f in frames] == [2, 9, 17]
 
 
 # ---------------------------------------------------------------- broken files
@@ -405,3 +442,46 @@ def test_an_exception_in_the_consumer_stops_the_worker(synth):
     with pytest.raises(KeyError):
         consume()
     assert _live_children() <= before
+
+
+def _worker_peak_rss_mib(path: Path, backend: str) -> tuple[float, list[int]]:
+    """Peak RSS (VmHWM) of a fresh decoder worker that serves ``path`` to a slow consumer."""
+    indices = []
+    with decode_in_background([("v", path)], FrameSampling(2.0, None), prefetch_frames=4,
+                              backend=backend, timeout_s=60) as videos:
+        video = next(videos)
+        for frame in video.frames:
+            indices.append(frame.index)
+            time.sleep(0.03)  # a slow consumer (CLIP on a CPU): the worker waits on the queue
+        with open(f"/proc/{videos.worker_pid}/status") as fh:  # still alive, idle
+            peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    return peak / 1024, indices
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_the_workers_memory_does_not_grow_with_video_length(tmp_path, backend):
+    """A video 4x longer must not raise the worker's peak RSS beyond a tolerance.
+
+    decord 0.6 reads packets far ahead of the frame it returns and, while the caller
+    waits on a slow consumer, decodes them to RGB in a background thread (~0.7 MiB a
+    frame here): without the rewind after each group the peak was ~80 MiB for 100 frames
+    and ~230 MiB for 400. With it, the two differ by the frames of the largest group
+    (one GOP: 20 wanted frames, ~14 MiB) and the queue holds 4 frames. Comparing two
+    lengths, not the thirds of one run: decord's read-ahead decodes at full speed, so
+    on a fast machine the growth is over before the first third has been consumed.
+    """
+    if backend == "decord":
+        pytest.importorskip("decord")
+    size = {"width": 640, "height": 360, "fps": 25}
+    short = make_video(tmp_path / "short.mp4", n_frames=100, **size)
+    long = make_video(tmp_path / "long.mp4", n_frames=400, **size)
+    peak_short, got_short = _worker_peak_rss_mib(short, backend)
+    peak_long, got_long = _worker_peak_rss_mib(long, backend)
+    assert got_long == FrameSampling(2.0, None).indices(probe(long))  # all 32 frames came
+    tolerance_mib = 40.0  # ~58 frames of 640x360
+    assert peak_long - peak_short < tolerance_mib, (
+        f"{backend} worker peak RSS {peak_short:.0f} MiB for 100 frames, "
+        f"{peak_long:.0f} MiB for 400"
+    )
