@@ -8,6 +8,7 @@ that is online.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -191,7 +192,16 @@ def load_clip(
         weights = {"source": "tag", "tag": str(pretrained), **file_identity(checkpoint)}
 
     torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    # open_clip logs "Model initialized randomly" for pretrained=None; with a checkpoint that
+    # is loaded just below, the message would be false, so it is silenced for that call.
+    quiet = logging.getLogger()
+    level = quiet.level
+    if checkpoint is not None:
+        quiet.setLevel(logging.ERROR)
+    try:
+        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    finally:
+        quiet.setLevel(level)
     if checkpoint is not None:
         state = load_state_dict(checkpoint, what=f"CLIP checkpoint for {name}")
         result = model.load_state_dict(state, strict=False)
