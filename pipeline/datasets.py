@@ -37,7 +37,7 @@ import csv
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,14 +253,7 @@ def _parse_metadata_csv(path: Path, columns: MetadataColumns) -> list[_Record]:
                 f"{path}:1: missing column(s) {', '.join(absent)}; this reader needs "
                 f"{', '.join(needed)} and found {', '.join(header) or 'no header'}"
             )
-        for raw in reader:
-            number = reader.line_num
-            if None in raw:
-                problems.append(f"line {number}: more cells than header columns")
-                continue
-            row = {k: (v or "").strip() for k, v in raw.items()}
-            if not any(row.values()):
-                continue
+        for number, row in _csv_rows(reader, problems):
             if not row[columns.id]:
                 problems.append(f"line {number}: empty {columns.id}")
                 continue
@@ -492,14 +485,7 @@ def _generic_csv(path: Path, root: Path, drop_nan: bool, mos_scale: str | None) 
                 f"columns path,mos (and optionally video_id,width,height,fps,duration_s,"
                 f"n_frames); found {', '.join(header) or 'no header'}"
             )
-        for raw in reader:
-            number = reader.line_num
-            if None in raw:
-                problems.append(f"line {number}: more cells than header columns")
-                continue
-            row = {k: (v or "").strip() for k, v in raw.items()}
-            if not any(row.values()):
-                continue
+        for number, row in _csv_rows(reader, problems):
             if not row["path"]:
                 problems.append(f"line {number}: empty path")
                 continue
@@ -599,3 +585,14 @@ register_dataset(DatasetSpec(
     label_files=("labels.csv",),
     reader=_generic_csv,
 ))
+
+def _csv_rows(reader: csv.DictReader, problems: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, stripped row) of a CSV, skipping blank rows; ragged rows go to problems."""
+    for raw in reader:
+        number = reader.line_num
+        if None in raw:
+            problems.append(f"line {number}: more cells than header columns")
+            continue
+        row = {k: (v or "").strip() for k, v in raw.items()}
+        if any(row.values()):
+            yield number, row
