@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from vqa_pipe.pipeline import decode_backends as _backends
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 if TYPE_CHECKING:
     from vqa_pipe.pipeline.decode_worker import BackgroundDecoder
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "decord", "pyav")
 
 
-class DecodeError(RuntimeError):
+class DecodeError(VqaPipeError):
     """A video could not be decoded; ``str()`` names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str = "cannot be decoded") -> None:

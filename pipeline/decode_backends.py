@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 RawFrame = tuple[int, float, np.ndarray]
 
@@ -25,7 +26,7 @@ DECORD_MAX_FILE_BYTES = 128 * 2**20  # larger files go to PyAV under "auto" (dec
 TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})  # FFmpeg renders text files as video
 
 
-class BackendError(Exception):
+class BackendError(VqaPipeError):
     """A reader could not deliver; the message is the reason, without the path."""
 
 

@@ -47,6 +47,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 GENERATOR_VERSION = 1
 SCENES: tuple[str, ...] = (
@@ -86,7 +87,7 @@ _LABEL_COLUMNS = (
 )
 
 
-class DemoError(ValueError):
+class DemoError(VqaPipeError):
     """Bad demo parameters, or a folder that is not a demo folder."""
 
 

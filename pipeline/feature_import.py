@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.feature_table import IMPORTED_ARRAY
 from vqa_pipe.pipeline.splits import SplitError, match_ids
 
@@ -37,7 +38,7 @@ FORMATS = (".mat", ".npy", ".csv")
 RESERVED_BRANCHES = ("semantic", "spatial")
 
 
-class FeatureImportError(ValueError):
+class FeatureImportError(VqaPipeError):
     """A feature file, metadata file or store that cannot be imported as asked."""
 
 

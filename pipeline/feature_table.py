@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.manifest import MOS_SCALES
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ NAN_POLICIES: tuple[str, ...] = ("drop", "error", "zero", "mean")
 
 
 
-class FeatureError(ValueError):
+class FeatureError(VqaPipeError):
     """Features cannot be joined or used as asked; the message names the store, video or group."""
 
 

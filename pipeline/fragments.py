@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 
-class FragmentError(ValueError):
+class FragmentError(VqaPipeError):
     """Bad fragment parameters or frames that cannot be fragmented."""
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vqa_pipe.pipeline.errors import VqaPipeError
+
 LOSSES: tuple[str, ...] = ("mono+lin", "l1", "mse", "mono", "lin")
 
 
-class LossError(ValueError):
+class LossError(VqaPipeError):
     """An unknown loss or bad loss parameters."""
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from vqa_pipe.pipeline.errors import VqaPipeError
+
 MOS_SCALES: dict[str, tuple[float, float]] = {"1-5": (1.0, 5.0), "0-100": (0.0, 100.0)}
 COLUMNS: tuple[str, ...] = (
     "video_id",
@@ -38,7 +40,7 @@ _INT_FIELDS = ("width", "height", "n_frames")
 _FLOAT_FIELDS = ("fps", "duration_s")
 
 
-class ManifestError(ValueError):
+class ManifestError(VqaPipeError):
     """A manifest or label file is malformed; the message names the file and the line."""
 
 

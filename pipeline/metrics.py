@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 METRICS: tuple[str, ...] = ("srocc", "krocc", "plcc", "rmse", "plcc_raw", "rmse_raw")
 """Metric names in report order; ``plcc``/``rmse`` are after the logistic mapping."""
@@ -32,7 +33,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 
-class MetricError(ValueError):
+class MetricError(VqaPipeError):
     """Inputs a metric cannot be computed on (length mismatch, NaN, too few videos)."""
 
 

@@ -26,12 +26,13 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 SOFTMAX_MODES = ("all", "per_set", "pairs")
 DEFAULT_PROMPTS = "default"
 
 
-class PromptError(ValueError):
+class PromptError(VqaPipeError):
     """A prompt file is missing or malformed."""
 
 

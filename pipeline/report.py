@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.metrics import METRICS
 
 PREDICTION_COLUMNS = ("video_id", "dataset", "mos", "mos_scale", "prediction", "split", "test_set")
@@ -32,7 +33,7 @@ METRIC_LABELS = {
 }
 
 
-class ReportError(ValueError):
+class ReportError(VqaPipeError):
     """A predictions file that cannot be read back."""
 
 

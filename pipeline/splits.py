@@ -22,12 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 MIN_TRAIN = 4
 """Fewest training videos (after carving validation) a split may have."""
 
 
-class SplitError(ValueError):
+class SplitError(VqaPipeError):
     """A split cannot be made as asked (too few videos, unknown ids, bad ratios)."""
 
 

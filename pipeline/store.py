@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 
 FORMAT_VERSION = 1
 _ROOT_KEY = "vqa_pipe"
@@ -37,7 +38,7 @@ _OFFSETS = "offsets"
 _TARGET_CHUNK_BYTES = 4 << 20
 
 
-class StoreError(RuntimeError):
+class StoreError(VqaPipeError):
     """A feature store is missing, malformed, or does not match what was asked of it."""
 
 

@@ -10,10 +10,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from vqa_pipe.pipeline.errors import VqaPipeError
+
 RANDOM = "random"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(VqaPipeError):
     """A checkpoint is missing, unreadable, or does not fit the model."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.feature_table import TableSpec, load_table
 from vqa_pipe.pipeline.metrics import evaluate, summarize
 from vqa_pipe.pipeline.report import (
@@ -29,7 +30,7 @@ from vqa_pipe.pipeline.report import (
 )
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(VqaPipeError):
     """A run folder or predictions file that cannot be evaluated."""
 
 

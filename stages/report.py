@@ -23,10 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vqa_pipe.pipeline.errors import VqaPipeError
+
 RANDOM_NOTE = "RANDOM WEIGHTS: features from untrained models; these numbers are meaningless."
 
 
-class ReportError(RuntimeError):
+class ReportError(VqaPipeError):
     """A run folder the report needs is missing or unreadable."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.feature_table import (
     FeatureError,
     FeatureTable,
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 PROTOCOLS: tuple[str, ...] = ("random", "konvid", "official", "cross")
 
 
-class TrainError(RuntimeError):
+class TrainError(VqaPipeError):
     """A training run cannot start as configured (the message says what to change)."""
 
 

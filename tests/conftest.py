@@ -6,9 +6,32 @@ import csv
 import os
 from pathlib import Path
 
+import sys
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests run this checkout's code, never another clone's that an editable install points to:
+# the checkout goes first on sys.path (and on PYTHONPATH, for the `vqa-pipe` and `dvc`
+# subprocesses), and vqa_pipe binds pipeline/ and stages/ to the folders beside it.
+if "vqa_pipe" not in sys.modules:
+    sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+import vqa_pipe  # noqa: E402
+import vqa_pipe.pipeline  # noqa: E402
+import vqa_pipe.stages  # noqa: E402
+
+for _module in (vqa_pipe, vqa_pipe.pipeline, vqa_pipe.stages):
+    if REPO not in Path(_module.__file__).resolve().parents:
+        pytest.exit(
+            f"{_module.__name__} is imported from {_module.__file__}, not from this checkout "
+            f"({REPO}). Run the tests with `python -m pytest` from {REPO}, or reinstall with "
+            "`pip install -e .` here.",
+            returncode=4,
+        )
 SHARED = Path(os.environ.get("VQA_PIPE_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 NO_SHARED = f"real test data not found at {SHARED_DATA} (set VQA_PIPE_SHARED to its parent)"

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.feature_table import FeatureTable, from_unit
 
 FORMAT_VERSION = 1
@@ -53,7 +54,7 @@ _BUILTIN: dict[str, str] = {
 _REGISTRY: dict[str, type[Regressor]] = {}
 
 
-class RegressorError(ValueError):
+class RegressorError(VqaPipeError):
     """Unknown regressor, bad parameters, a model folder that cannot be loaded, or a model
     used before it was fitted."""
 

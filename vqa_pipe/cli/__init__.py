@@ -11,7 +11,24 @@ import click
 from vqa_pipe import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Root(click.Group):
+    """The root group: a :class:`VqaPipeError` (or an OS error on a named file) becomes one
+    line of text and exit code 1; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from vqa_pipe.pipeline.errors import VqaPipeError
+
+        try:
+            return super().invoke(ctx)
+        except VqaPipeError as err:
+            raise click.ClickException(str(err)) from None
+        except OSError as err:
+            if err.filename is None:
+                raise
+            raise click.ClickException(f"{err.filename}: {err.strerror or err}") from None
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vqa-pipe")
 @click.option(
     "--params",
