@@ -47,6 +47,7 @@ from vqa_pipe.pipeline.manifest import (
     ManifestRow,
     parse_optional_number,
 )
+from vqa_pipe.pipeline.registry import Registry
 
 _MAX_LISTED = 20
 
@@ -115,32 +116,24 @@ class DatasetSpec:
         )
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset", error=ManifestError)
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add ``spec`` to the registry (names are unique)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
     if spec.mos_scale is not None and spec.mos_scale not in MOS_SCALES:
-        raise ValueError(f"dataset {spec.name!r}: unknown MOS scale {spec.mos_scale!r}")
-    _REGISTRY[spec.name] = spec
-    return spec
+        raise ManifestError(f"dataset {spec.name!r}: unknown MOS scale {spec.mos_scale!r}")
+    return DATASETS.register(spec.name, spec)
 
 
 def list_datasets() -> list[str]:
     """Names of the registered datasets, in registration order."""
-    return list(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The registered dataset ``name``; the error lists the valid names."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ManifestError(
-            f"unknown dataset {name!r}; available: {', '.join(_REGISTRY)}"
-        ) from None
+    return DATASETS.get(name)
 
 
 def read_labels(

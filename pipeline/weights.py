@@ -13,6 +13,10 @@ from typing import Any
 from vqa_pipe.pipeline.errors import VqaPipeError
 
 RANDOM = "random"
+RANDOM_WEIGHTS_BANNER = (
+    "WARNING: RANDOM WEIGHTS. These features come from untrained models: "
+    "they exercise the pipeline but say nothing about video quality."
+)
 
 
 class WeightsError(VqaPipeError):

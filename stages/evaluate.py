@@ -194,3 +194,13 @@ def _write(out: Path, result: RunResult, extra: dict) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     metrics.update(extra)
     write_json(out / "metrics.json", metrics)
+
+
+def default_out(run_dir: str | Path, dataset: str) -> Path:
+    """``cross/<trained on>/<regressor>/<dataset>`` for a run folder (see ``pipeline.layout``)."""
+    from vqa_pipe.pipeline.layout import Layout
+
+    config = _run_config(Path(run_dir))
+    train = config.get("train", {}).get("name") or Path(run_dir).parent.name
+    regressor = config.get("options", {}).get("regressor") or Path(run_dir).name
+    return Layout().cross(train, regressor, dataset)

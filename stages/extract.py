@@ -4,26 +4,94 @@ Resumable and failure-tolerant: videos are processed part by part (see ``pipelin
 a part already complete for every branch is skipped; a video that fails (bad file, decoder
 timeout, a model error) is recorded as failed with its reason and the run goes on; a part is
 written whole when its last video is through, so a crash loses at most the part in flight.
+
+The run skeleton (manifest, store, plan, progress, summary) is :func:`run_extract`; where
+the parts are processed is a *runner*: in this process, or on a dask cluster
+(:class:`~vqa_pipe.pipeline.dask_runner.DaskRunner`).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
-from vqa_pipe.pipeline.branches import Branch, UnionPlan, check_arrays, run_branches
-from vqa_pipe.pipeline.manifest import read_manifest
-from vqa_pipe.pipeline.store import FeatureStore, StoreError
-
-RANDOM_WEIGHTS_BANNER = (
-    "WARNING: RANDOM WEIGHTS. These features come from untrained models: "
-    "they exercise the pipeline but say nothing about video quality."
+from vqa_pipe.pipeline.branches import Branch, build_branches, list_branches
+from vqa_pipe.pipeline.extraction import (
+    OnVideo,
+    PartWork,
+    configure_store,
+    plan_parts,
+    process_parts,
 )
+from vqa_pipe.pipeline.manifest import read_manifest
+from vqa_pipe.pipeline.options import OptionError, check_fields, normalise_key, option, pick
+from vqa_pipe.pipeline.progress import progress_bar
+from vqa_pipe.pipeline.store import FeatureStore
+from vqa_pipe.pipeline.weights import RANDOM_WEIGHTS_BANNER
+
+
+def parse_branches(value: object) -> tuple[str, ...]:
+    """``semantic,spatial`` (or a list) -> ``("semantic", "spatial")``, each a known branch."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    names = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
+    valid = list_branches()
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        raise OptionError(
+            f"branches: choose from {', '.join(valid)} (comma-separated), got {value!r}"
+        )
+    return names
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How an extraction runs (each branch's own options are declared with the branch)."""
+
+    branches: tuple[str, ...] = option(
+        ("semantic",),
+        "Comma-separated branches to extract: semantic (CLIP windows), spatial (Swin fragments).",
+        parse=parse_branches,
+        show="semantic",
+    )
+    random_weights: bool = option(
+        False, "Use untrained weights (smoke tests only; every output says so)."
+    )
+    device: str = option("auto", "auto, cpu, cuda, cuda:1 …")
+    part_size: int = option(32, "Videos per store part (the unit of writing and resuming).",
+                            min=1)
+    timeout: float = option(120.0, "Seconds without a decoded frame before a video fails.",
+                            min=0.001)
+    retry_failed: bool = option(False, "Redo videos recorded as failed (done ones are kept).")
+    on_config_change: str = option(
+        "error",
+        "When the store holds features made with other settings: refuse (error), or delete "
+        "it and start over (replace).",
+        choices=("error", "replace"),
+    )
+    workers: int = option(
+        0, "Extract parts in parallel on a local dask cluster of N worker processes.",
+        min=0, max=256,
+    )
+    scheduler: str | None = option(None, "Address of a running dask scheduler (tcp://host:8786).")
+    limit: int | None = option(None, "Only the first N videos of the manifest.", min=1)
+    strict: bool = option(
+        False, "Exit non-zero when any video failed (in this run or an earlier one)."
+    )
+    progress: bool = option(True, "Show a progress bar.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def split(cls, values: Mapping[str, Any]) -> tuple[ExtractOptions, dict[str, Any]]:
+        """Run options from ``values``, and the rest (the branches' options)."""
+        mine = pick(cls, values)
+        rest = {k: v for k, v in values.items() if normalise_key(k) not in mine}
+        return cls(**mine), rest
 
 
 @dataclass
@@ -43,6 +111,12 @@ class ExtractSummary:
     def ok(self) -> bool:
         """True unless there was work to do and none of it succeeded."""
         return bool(self.done) or (not self.failed)
+
+    def record(self, video_id: str, reason: str | None) -> None:
+        if reason is None:
+            self.done.append(video_id)
+        else:
+            self.failed[video_id] = reason
 
     def lines(self) -> list[str]:
         rate = len(self.done) / self.seconds if self.seconds > 0 else 0.0
@@ -65,201 +139,25 @@ class ExtractSummary:
         return out
 
 
+class Runner(Protocol):
+    """Where the planned parts are processed."""
+
+    def run(
+        self, store: FeatureStore, work: list[PartWork], paths: dict[str, str], on_video: OnVideo
+    ) -> None: ...
+
+
 @dataclass
-class _PartWork:
-    part: int
-    branches: list[str]  # branches this part still needs
-    keep: dict[str, dict[str, dict]]  # branch -> video id -> arrays already in the store
-    todo: list[str]  # videos to decode
-    results: dict[str, dict[str, dict | str]] = field(default_factory=dict)
+class SerialRunner:
+    """All parts in this process, with one background decoder."""
 
+    branches: Sequence[Branch]
+    timeout: float = 120.0
 
-def _plan_parts(
-    store: FeatureStore,
-    branches: Sequence[str],
-    retry_failed: bool,
-    parts: Sequence[int] | None = None,
-) -> list[_PartWork]:
-    """Which parts still need which branches, and which videos must be decoded for them."""
-    work = []
-    for part in range(store.n_parts) if parts is None else parts:
-        ids = store.part_ids(part)
-        need, keep = [], {}
-        for branch in branches:
-            if not store.part_complete(branch, part):
-                need.append(branch)
-                keep[branch] = {}
-            elif retry_failed and store.part_failed_ids(branch, part):
-                need.append(branch)
-                failed = set(store.part_failed_ids(branch, part))
-                done = [v for v in ids if v not in failed]
-                arrays = list(store.arrays(branch))
-                per_array = {a: store.read(branch, a, done) for a in arrays}
-                keep[branch] = {v: {a: per_array[a][v] for a in arrays} for v in done}
-        if not need:
-            continue
-        todo = [v for v in ids if any(v not in keep[b] for b in need)]
-        work.append(_PartWork(part, need, keep, todo, {b: dict(keep[b]) for b in need}))
-    return work
-
-
-def _process(
-    store: FeatureStore,
-    work: list[_PartWork],
-    branches: Sequence[Branch],
-    paths: dict[str, str],
-    timeout_s: float,
-    on_video: Callable[[str, str | None], None],
-) -> None:
-    """Decode the work's videos once, feed the branches, write each part when it is whole.
-
-    ``on_video(video_id, failure_reason_or_None)`` is called after every video.
-    """
-    from vqa_pipe.pipeline.decode import decode_in_background
-
-    by_name = {b.name: b for b in branches}
-    plan = UnionPlan(tuple(b.plan() for b in branches))
-    owner = {vid: w for w in work for vid in w.todo}
-    stream = decode_in_background(
-        [(vid, paths[vid]) for w in work for vid in w.todo], plan, timeout_s=timeout_s
-    )
-    try:
-        for video in stream:
-            w = owner[video.key]
-            need = [by_name[b] for b in w.branches if video.key not in w.keep[b]]
-            reason = None
-            try:
-                if video.info is None:
-                    raise video.error or RuntimeError(f"{video.path}: could not open the video")
-                arrays = run_branches(video.info, video.frames, need, video.key)
-                for name, result in arrays.items():
-                    check_arrays(name, result)
-            except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
-                reason = f"{type(err).__name__}: {err}"
-                arrays = {b.name: reason for b in need}
-            for name, result in arrays.items():
-                w.results[name][video.key] = result
-            on_video(video.key, reason)
-            ids = store.part_ids(w.part)
-            if all(v in w.results[b] for b in w.branches for v in ids):
-                for branch in w.branches:
-                    store.write_part(branch, w.part, w.results[branch])
-                w.results.clear()  # free the part's arrays
-    finally:
-        stream.close()
-
-
-def build_branches(
-    names: Sequence[str],
-    *,
-    clip_model: str = "ViT-B-32",
-    clip_pretrained: str | None = None,
-    random_weights: bool = False,
-    grid: tuple[int, int] = (3, 3),
-    window_fit: str = "native",
-    softmax: str = "per_set",
-    prompts: str = "default",
-    fps: float | None = 2.0,
-    max_frames: int | None = 64,
-    batch_windows: int = 288,
-    swin_weights: str | Path | None = None,
-    spatial_clips: int = 4,
-    spatial_maps: bool = True,
-    spatial_backbone: str = "auto",
-    spatial_samplings: int = 1,
-    spatial_seed: int = 0,
-    device: str = "cpu",
-) -> list[Branch]:
-    """Build the named branches (``semantic``, ``spatial``) with their models loaded."""
-    branches: list[Branch] = []
-    for name in names:
-        if name == "semantic":
-            from vqa_pipe.pipeline.clip_model import load_clip
-            from vqa_pipe.pipeline.decode import FrameSampling
-            from vqa_pipe.pipeline.prompts import load_prompts
-            from vqa_pipe.pipeline.semantic_branch import SemanticBranch
-
-            clip = load_clip(
-                clip_model, clip_pretrained, random_weights=random_weights, device=device
-            )
-            branches.append(
-                SemanticBranch(
-                    clip,
-                    load_prompts(prompts),
-                    FrameSampling(fps=fps, max_frames=max_frames),
-                    grid=grid,
-                    window_fit=window_fit,
-                    softmax=softmax,
-                    batch_windows=batch_windows,
-                )
-            )
-        elif name == "spatial":
-            from vqa_pipe.pipeline.spatial_branch import SpatialBranch
-
-            branches.append(
-                SpatialBranch(
-                    backbone_name=(
-                        "swin3d_t"
-                        if spatial_backbone == "auto" and not swin_weights
-                        else spatial_backbone
-                    ),
-                    weights=swin_weights,
-                    random_weights=random_weights,
-                    n_clips=spatial_clips,
-                    n_samplings=spatial_samplings,
-                    seed=spatial_seed,
-                    store_maps=spatial_maps,
-                    device=device,
-                )
-            )
-        else:
-            raise ValueError(f"unknown branch '{name}'; choose from semantic, spatial")
-    return branches
-
-
-def configure_store(
-    store_path: str | Path,
-    video_ids: list[str],
-    branches: Sequence[Branch],
-    part_size: int,
-    on_config_change: str = "error",
-) -> FeatureStore:
-    """Create or open the store and record every branch's configuration.
-
-    A store made with another configuration (or video list, or part size) is refused, or with
-    ``on_config_change="replace"`` deleted and started afresh (what a DVC stage whose params
-    changed wants; only a folder that is a vqa-pipe store is ever deleted).
-    """
-    if on_config_change not in ("error", "replace"):
-        raise ValueError(f"on_config_change must be 'error' or 'replace', got {on_config_change!r}")
-    if on_config_change == "replace" and Path(store_path, "zarr.json").is_file():
-        try:
-            _check_store(store_path, video_ids, branches, part_size)
-        except StoreError as err:
-            FeatureStore.open(store_path)  # raises unless it really is a vqa-pipe store
-            print(f"replacing {store_path}: {str(err).splitlines()[0]}", file=sys.stderr)
-            shutil.rmtree(store_path)
-    store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
-    for branch in branches:
-        store.ensure_branch(branch.name, branch.config())
-        text = getattr(branch, "text_embeddings", None)
-        if text is not None:
-            store.put_branch_array(branch.name, "text_embeddings", text)
-    return store
-
-
-def _check_store(
-    store_path: str | Path, video_ids: list[str], branches: Sequence[Branch], part_size: int
-) -> None:
-    """Raise StoreError when the existing store does not fit this run (changes nothing)."""
-    store = FeatureStore.open(store_path)
-    if store.part_size != part_size or video_ids[: len(store.video_ids)] != store.video_ids:
-        raise StoreError(f"{store_path} was made with another video list or part size")
-    for branch in branches:
-        if branch.name in store.branches():
-            old = json.loads(json.dumps(store.branch_config(branch.name)))
-            if old != json.loads(json.dumps(branch.config())):
-                raise StoreError(f"{store_path} holds '{branch.name}' with another configuration")
+    def run(
+        self, store: FeatureStore, work: list[PartWork], paths: dict[str, str], on_video: OnVideo
+    ) -> None:
+        process_parts(store, work, self.branches, paths, self.timeout, on_video)
 
 
 def run_extract(
@@ -268,12 +166,13 @@ def run_extract(
     branches: Sequence[Branch],
     *,
     part_size: int = 32,
-    timeout_s: float = 120.0,
+    timeout: float = 120.0,
     retry_failed: bool = False,
     limit: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     on_config_change: str = "error",
+    runner: Runner | None = None,
 ) -> ExtractSummary:
     """Extract every branch's features for the videos of a manifest into a feature store.
 
@@ -282,58 +181,22 @@ def run_extract(
         store_path: the Zarr store to create or resume.
         branches: extraction branches (semantic, spatial); decoded once for all of them.
         part_size: videos per store part (the unit of writing and of resuming).
-        timeout_s: a video whose decoder gives no frame for this long fails with a timeout.
+        timeout: a video whose decoder gives no frame for this long fails with a timeout.
         retry_failed: redo videos recorded as failed (done videos of their parts are kept).
         limit: only the first ``limit`` videos of the manifest (a quick look).
         on_config_change: ``error`` (default) or ``replace`` an existing store made differently.
+        runner: where parts are processed (default: this process, :class:`SerialRunner`).
     """
-    paths, store, summary, work = prepare_run(
-        manifest,
-        store_path,
-        branches,
-        part_size=part_size,
-        retry_failed=retry_failed,
-        limit=limit,
-        log=log,
-        on_config_change=on_config_change,
-    )
-    n_todo = sum(len(w.todo) for w in work)
-    start = time.perf_counter()
-    if n_todo:
-        bar = _progress_bar(n_todo, progress)
-
-        def on_video(video_id: str, reason: str | None) -> None:
-            _record(summary, bar, video_id, reason)
-
-        try:
-            _process(store, work, branches, paths, timeout_s, on_video)
-        finally:
-            bar.close()
-        store.consolidate()
-    summary.seconds = time.perf_counter() - start
-    return summary
-
-
-def prepare_run(
-    manifest: str | Path,
-    store_path: str | Path,
-    branches: Sequence[Branch],
-    *,
-    part_size: int,
-    retry_failed: bool,
-    limit: int | None,
-    log: Callable[[str], None] | None,
-    on_config_change: str,
-) -> tuple[dict[str, str], FeatureStore, ExtractSummary, list[_PartWork]]:
-    """Read the manifest, configure the store, plan the parts still to do (serial or dask)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not branches:
-        raise ValueError("no extraction branch selected")
+        raise OptionError("no extraction branch selected")
+    if limit is not None and limit < 1:
+        raise OptionError(f"limit must be >= 1, got {limit}")
     rows = read_manifest(manifest)
     if limit is not None:
         rows = rows[:limit]
     paths = {row.video_id: str(row.path) for row in rows}
-    store = configure_store(store_path, list(paths), branches, part_size, on_config_change)
+    store = configure_store(store_path, list(paths), branches, part_size, on_config_change, log)
     summary = ExtractSummary(
         store=Path(store_path),
         total=len(paths),
@@ -342,13 +205,31 @@ def prepare_run(
     if summary.random_weights:
         log(RANDOM_WEIGHTS_BANNER)
     names = [b.name for b in branches]
-    work = _plan_parts(store, names, retry_failed)
+    work = plan_parts(store, names, retry_failed)
     _count_skipped(summary, store, names, work)
-    return paths, store, summary, work
+    runner = runner or SerialRunner(branches, timeout)
+    start = time.perf_counter()
+    n_todo = sum(len(w.todo) for w in work)
+    if n_todo:
+        bar = progress_bar(n_todo, desc="extract", unit="video", enabled=progress)
+
+        def on_video(video_id: str, reason: str | None) -> None:
+            summary.record(video_id, reason)
+            if reason is not None:
+                bar.set_postfix_str(f"{len(summary.failed)} failed", refresh=False)
+            bar.update(1)
+
+        try:
+            runner.run(store, work, paths, on_video)
+        finally:
+            bar.close()
+        store.consolidate()
+    summary.seconds = time.perf_counter() - start
+    return summary
 
 
 def _count_skipped(
-    summary: ExtractSummary, store: FeatureStore, branches: Sequence[str], work: list[_PartWork]
+    summary: ExtractSummary, store: FeatureStore, branches: Sequence[str], work: list[PartWork]
 ) -> None:
     todo_ids = {vid for w in work for vid in w.todo}
     summary.skipped = summary.total - len(todo_ids)
@@ -358,16 +239,75 @@ def _count_skipped(
                 summary.failed_before.setdefault(vid, st.reason)
 
 
-def _record(summary: ExtractSummary, bar, video_id: str, reason: str | None) -> None:
-    if reason is None:
-        summary.done.append(video_id)
+def extract(
+    manifest: str | Path,
+    store_path: str | Path,
+    options: ExtractOptions,
+    branch_options: Mapping[str, Any] | None = None,
+    *,
+    branches: Sequence[Branch] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExtractSummary:
+    """The stage as the CLI and ``dvc.yaml`` run it: build the branches, pick the runner, run.
+
+    Args:
+        options: run options.
+        branch_options: every branch option by name (``grid``, ``clip_model``, ...).
+        branches: the branches, when already built from the same options (serial runs only).
+    """
+    from vqa_pipe.pipeline.device import resolve_device
+
+    branch_options = dict(branch_options or {})
+    device = resolve_device(options.device)
+    distributed = bool(options.workers or options.scheduler)
+    # On dask the workers load the models; here they are built on the CPU only to record
+    # their configuration in the store (and to fail early on a missing checkpoint).
+    if branches is None or distributed:
+        branches = build_branches(
+            options.branches,
+            device="cpu" if distributed else device,
+            random_weights=options.random_weights,
+            **branch_options,
+        )
+    runner: Runner
+    if distributed:
+        from vqa_pipe.pipeline.dask_runner import DaskRunner
+
+        spec = {
+            "names": list(options.branches),
+            "device": device,
+            "random_weights": options.random_weights,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in branch_options.items()},
+        }
+        runner = DaskRunner(
+            spec,
+            timeout=options.timeout,
+            retry_failed=options.retry_failed,
+            workers=options.workers or 2,
+            scheduler=options.scheduler,
+        )
     else:
-        summary.failed[video_id] = reason
-        bar.set_postfix_str(f"{len(summary.failed)} failed", refresh=False)
-    bar.update(1)
+        runner = SerialRunner(branches, options.timeout)
+    return run_extract(
+        manifest,
+        store_path,
+        branches,
+        part_size=options.part_size,
+        timeout=options.timeout,
+        retry_failed=options.retry_failed,
+        limit=options.limit,
+        progress=options.progress,
+        log=log,
+        on_config_change=options.on_config_change,
+        runner=runner,
+    )
 
 
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="video", desc="extract", disable=not enabled, dynamic_ncols=True)
+__all__ = [
+    "ExtractOptions",
+    "ExtractSummary",
+    "RANDOM_WEIGHTS_BANNER",
+    "SerialRunner",
+    "extract",
+    "run_extract",
+]

@@ -1,10 +1,10 @@
 """Evaluation across datasets and the report: train rows × test columns.
 
-Reads ``<runs>/<train>/<regressor>/metrics.json`` (within-dataset: the median over the test
+Reads ``runs/<train>/<regressor>/metrics.json`` (within-dataset: the median over the test
 parts of the splits). With ``evaluate=True`` it first tests every split model of each run on
 every other dataset (``stages.evaluate.run_evaluate``), writing
-``<cross>/<train>/<regressor>/<test>/``; it then reads those ``metrics.json`` files and writes
-into ``out``:
+``cross/<train>/<regressor>/<test>/``; it then reads those ``metrics.json`` files and writes
+into ``reports/`` (paths from ``pipeline.layout``):
 
 - ``cross_dataset.md``: one table per regressor, median SROCC / PLCC; the diagonal is the
   within-dataset result (held-out test parts), the rest cross-dataset;
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqa_pipe.pipeline.errors import VqaPipeError
+from vqa_pipe.pipeline.layout import Layout
 
 RANDOM_NOTE = "RANDOM WEIGHTS: features from untrained models; these numbers are meaningless."
 
@@ -58,13 +59,13 @@ def _median(summary: dict, metric: str) -> float:
 
 
 def collect(
-    runs: Path, cross: Path, datasets: Sequence[str], regressors: Sequence[str]
+    layout: Layout, datasets: Sequence[str], regressors: Sequence[str]
 ) -> tuple[list[Cell], list[dict]]:
     """Every (regressor, train, test) cell, and the per-split rows of the within-dataset runs."""
     cells, per_split = [], []
     for regressor in regressors:
         for train in datasets:
-            run = runs / train / regressor
+            run = layout.run(train, regressor)
             metrics = _read(run / "metrics.json")
             cells.append(
                 Cell(
@@ -90,7 +91,7 @@ def collect(
             for test in datasets:
                 if test == train:
                     continue
-                other = _read(cross / train / regressor / test / "metrics.json")
+                other = _read(layout.cross(train, regressor, test) / "metrics.json")
                 cells.append(
                     Cell(
                         regressor,
@@ -138,8 +139,7 @@ def markdown(cells: Sequence[Cell], datasets: Sequence[str], random_stores: Sequ
 
 
 def evaluate_across(
-    runs: Path,
-    cross: Path,
+    layout: Layout,
     datasets: Sequence[str],
     regressors: Sequence[str],
     stores: dict[str, Path],
@@ -156,40 +156,46 @@ def evaluate_across(
                     continue
                 log(f"evaluate {regressor} trained on {train} -> {test}")
                 run_evaluate(
-                    runs / train / regressor,
+                    layout.run(train, regressor),
                     stores[test],
                     manifests[test],
-                    cross / train / regressor / test,
+                    layout.cross(train, regressor, test),
                     dataset=test,
                 )
 
 
 def run_report(
-    runs: str | Path,
     datasets: Sequence[str],
     regressors: Sequence[str],
-    out: str | Path,
     *,
-    cross: str | Path = "cross",
-    features: str | Path = "features",
-    manifests: str | Path = "manifests",
+    out: str | Path | None = None,
+    layout: Layout | None = None,
     evaluate: bool = True,
     log=print,
 ) -> Path:
     """Evaluate across datasets (optional) and write the report files into ``out``.
 
-    Feature stores and manifests are found as ``<features>/<dataset>.zarr`` and
-    ``<manifests>/<dataset>.csv``. Returns the markdown file's path.
+    Runs, cross-dataset evaluations, feature stores and manifests are found where
+    ``pipeline.layout`` puts them. Returns the markdown file's path.
     """
-    runs, out, cross = Path(runs), Path(out), Path(cross)
+    from vqa_pipe.pipeline.regressors import list_regressors
+
+    layout = layout or Layout()
+    out = Path(out) if out is not None else layout.reports()
     if not datasets or not regressors:
         raise ReportError("the report needs at least one dataset and one regressor")
-    stores = {d: Path(features) / f"{d}.zarr" for d in datasets}
-    manifest_files = {d: Path(manifests) / f"{d}.csv" for d in datasets}
+    unknown = [r for r in regressors if r not in list_regressors()]
+    if unknown:
+        raise ReportError(
+            f"unknown regressor(s) {', '.join(unknown)}; valid: {', '.join(list_regressors())}"
+        )
+    cross = layout.root / "cross"
+    stores = {d: layout.store(d) for d in datasets}
+    manifest_files = {d: layout.manifest(d) for d in datasets}
     if evaluate:
         cross.mkdir(parents=True, exist_ok=True)  # the stage's output, even with one dataset
-        evaluate_across(runs, cross, datasets, regressors, stores, manifest_files, log)
-    cells, per_split = collect(runs, cross, datasets, regressors)
+        evaluate_across(layout, datasets, regressors, stores, manifest_files, log)
+    cells, per_split = collect(layout, datasets, regressors)
     random_stores = random_weight_stores(list(stores.values()))
     out.mkdir(parents=True, exist_ok=True)
     md = out / "cross_dataset.md"

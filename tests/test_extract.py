@@ -144,7 +144,7 @@ def test_hanging_decoder_times_out_and_the_run_goes_on(tmp_path, sample_videos, 
     good = sample_videos[REAL[2]]["path"]
     rows = [ManifestRow("hang", fifo, 3.0, "1-5"), ManifestRow("good", good, 3.0, "1-5")]
     manifest = write_manifest(rows, tmp_path / "m.csv")
-    summary = run_extract(manifest, tmp_path / "s.zarr", branches, timeout_s=3, progress=False)
+    summary = run_extract(manifest, tmp_path / "s.zarr", branches, timeout=3, progress=False)
     assert summary.done == ["good"]
     assert "hang.mp4" in summary.failed["hang"] and "Timeout" in summary.failed["hang"]
 
@@ -157,7 +157,7 @@ def test_cli_extract_and_inspect(tmp_path, videos):
         "extract",
         "--manifest",
         str(manifest),
-        "--out",
+        "--store",
         str(store),
         "--clip-model",
         "vqa-tiny-clip",
@@ -196,7 +196,7 @@ def test_cli_fails_when_nothing_succeeds_and_explains_weights(tmp_path):
             "extract",
             "--manifest",
             str(manifest),
-            "--out",
+            "--store",
             str(tmp_path / "s.zarr"),
             "--clip-model",
             "vqa-tiny-clip",
@@ -211,7 +211,7 @@ def test_cli_fails_when_nothing_succeeds_and_explains_weights(tmp_path):
             "extract",
             "--manifest",
             str(manifest),
-            "--out",
+            "--store",
             str(tmp_path / "t.zarr"),
             "--clip-model",
             "ViT-B-32",
@@ -222,16 +222,19 @@ def test_cli_fails_when_nothing_succeeds_and_explains_weights(tmp_path):
     assert result.exit_code != 0 and "vqa-pipe manifest build nosuch" in result.output
 
 
-def test_demo_command_builds_and_extracts(tmp_path):
+def test_demo_command_builds_and_extracts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    args = ["demo", "--out", str(tmp_path / "demo"), "--scenes", "1", "--no-progress"]
+    args = ["demo", "--scenes", "1", "--no-progress"]
     refused = runner.invoke(main, args)
     assert refused.exit_code != 0 and "--random-weights" in refused.output
-    assert not (tmp_path / "demo" / "data").exists()  # failed before rendering anything
+    assert not (tmp_path / "demo" / "demo" / "data").exists()  # failed before rendering
     result = runner.invoke(main, [*args, "--random-weights"])
     assert result.exit_code == 0, result.output
     assert "16 extracted" in result.output and "RANDOM WEIGHTS" in result.output
-    store = FeatureStore.open(tmp_path / "demo" / "features.zarr")
+    # the layout's paths: clips, manifest and store where train --dataset demo looks
+    assert (tmp_path / "manifests" / "demo.csv").is_file()
+    store = FeatureStore.open(tmp_path / "features" / "demo.zarr")
     assert len(store.done_ids("semantic")) == 16 and store.random_weights
     again = runner.invoke(main, [*args, "--random-weights"])
     assert again.exit_code == 0 and "16 already done" in again.output
@@ -239,14 +242,14 @@ def test_demo_command_builds_and_extracts(tmp_path):
 
 def test_dask_workers_write_the_same_store(tmp_path, videos, branches):
     """Parts spread over two local dask worker processes give the serial run's features."""
-    from vqa_pipe.stages.extract_dask import run_extract_dask
+    from vqa_pipe.stages.extract import ExtractOptions, extract
 
     manifest, ids = videos
     serial = run_extract(manifest, tmp_path / "serial.zarr", branches, part_size=1, progress=False)
-    spec = dict(names=["semantic"], **TINY)
-    parallel = run_extract_dask(
-        manifest, tmp_path / "dask.zarr", spec, workers=2, part_size=1, progress=False
-    )
+    options = ExtractOptions(workers=2, part_size=1, progress=False, random_weights=True,
+                             device="cpu")
+    branch_options = {k: v for k, v in TINY.items() if k != "random_weights"}
+    parallel = extract(manifest, tmp_path / "dask.zarr", options, branch_options)
     assert sorted(parallel.done) == sorted(serial.done)
     assert parallel.failed.keys() == serial.failed.keys()
     a = FeatureStore.open(tmp_path / "serial.zarr").read("semantic", "frame_scores")
@@ -254,9 +257,7 @@ def test_dask_workers_write_the_same_store(tmp_path, videos, branches):
     assert a.keys() == b.keys()
     for vid in a:
         np.testing.assert_allclose(a[vid], b[vid], atol=2e-3)
-    rerun = run_extract_dask(
-        manifest, tmp_path / "dask.zarr", spec, workers=2, part_size=1, progress=False
-    )
+    rerun = extract(manifest, tmp_path / "dask.zarr", options, branch_options)
     assert rerun.done == [] and rerun.skipped == len(ids)
 
 
@@ -335,7 +336,7 @@ def test_both_branches_in_one_decoding_pass(tmp_path, tiny_video):
             "extract",
             "--manifest",
             str(manifest),
-            "--out",
+            "--store",
             str(tmp_path / "s.zarr"),
             "--branches",
             "semantic,spatial",

@@ -234,13 +234,13 @@ def test_cli_features_import(tmp_path):
     (tmp_path / "f.csv").write_text("id,x\na,1\nb,2\nc,nan\n")
     result = CliRunner().invoke(main, [
         "features", "import", str(tmp_path / "f.csv"), "--manifest", str(manifest),
-        "--name", "mine", "--id-column", "id", "--out", str(tmp_path / "s.zarr")])
+        "--name", "mine", "--id-column", "id", "--store", str(tmp_path / "s.zarr")])
     assert result.exit_code == 0, result.output
     assert "imported 3 videos x 1 features" in result.output
     assert "1 imported videos have NaN features" in result.output
     bad = CliRunner().invoke(main, [
         "features", "import", str(tmp_path / "f.csv"), "--manifest", str(manifest),
-        "--name", "mine", "--id-column", "nope", "--out", str(tmp_path / "s2.zarr")])
+        "--name", "mine", "--id-column", "nope", "--store", str(tmp_path / "s2.zarr")])
     assert bad.exit_code != 0 and "no id column 'nope'" in bad.output
 
 

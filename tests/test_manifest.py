@@ -23,7 +23,7 @@ from vqa_pipe.pipeline.manifest import (
 )
 from vqa_pipe.stages.manifest import ManifestParams, run
 
-from vqa_pipe.cli.manifest import manifest_group
+from vqa_pipe.cli import main
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +114,7 @@ def test_every_registered_dataset_reads_its_own_form(name, tmp_path):
 
 
 def test_unknown_dataset_lists_the_valid_ones():
-    with pytest.raises(ManifestError, match="available: konvid, live_vqc"):
+    with pytest.raises(ManifestError, match="valid: konvid, live_vqc"):
         get_dataset("kadid")
 
 
@@ -370,25 +370,25 @@ def test_cli_build_missing_then_allow_missing(labels_dir, tmp_path):
     root, present = _konvid_root(labels_dir, tmp_path, present=2)
     out = tmp_path / "konvid.csv"
     runner = CliRunner()
-    result = runner.invoke(manifest_group, ["build", "konvid", "--root", str(root),
+    result = runner.invoke(main, ["manifest", "build", "konvid", "--root", str(root),
                                             "--out", str(out)])
     assert result.exit_code == 1
     assert "1198 of 1200 video file(s) are missing" in result.output and not out.exists()
-    result = runner.invoke(manifest_group, ["build", "konvid", "--root", str(root),
+    result = runner.invoke(main, ["manifest", "build", "konvid", "--root", str(root),
                                             "--out", str(out), "--allow-missing"])
     assert result.exit_code == 0, result.output
     assert "wrote 2 videos of konvid" in result.output and "dropped 1198" in result.output
     assert [r.video_id for r in read_manifest(out)] == present
-    check = runner.invoke(manifest_group, ["check", str(out)])
+    check = runner.invoke(main, ["manifest", "check", str(out)])
     assert check.exit_code == 0 and "2 videos, 2 with MOS (scale 1-5)" in check.output
     (root / "KoNViD_1k_videos" / f"{present[0]}.mp4").unlink()
-    check = runner.invoke(manifest_group, ["check", str(out)])
+    check = runner.invoke(main, ["manifest", "check", str(out)])
     assert check.exit_code == 1 and present[0] in check.output
 
 
 def test_cli_build_with_labels_and_no_file_check(labels_dir, tmp_path):
     out = tmp_path / "lsvq.csv"
-    result = CliRunner().invoke(manifest_group, [
+    result = CliRunner().invoke(main, ["manifest",
         "build", "lsvq_test", "--root", str(tmp_path), "--labels",
         str(labels_dir / "LSVQ/labels_test.txt"), "--out", str(out), "--no-check-files"])
     assert result.exit_code == 0, result.output
@@ -401,17 +401,17 @@ def test_cli_build_with_labels_and_no_file_check(labels_dir, tmp_path):
 
 def test_cli_errors_are_clear(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(manifest_group, ["build", "kadid", "--root", str(tmp_path),
+    result = runner.invoke(main, ["manifest", "build", "kadid", "--root", str(tmp_path),
                                             "--out", "m.csv"])
     assert result.exit_code == 2
     assert "konvid" in result.output and "lsvq_test_1080p" in result.output
     _write(tmp_path / "labels.txt", "v/a.mp4, -1, -1, NaN\nv/b.mp4, -1, -1, 3\n")
-    result = runner.invoke(manifest_group, ["build", "konvid", "--root", str(tmp_path),
+    result = runner.invoke(main, ["manifest", "build", "konvid", "--root", str(tmp_path),
                                             "--out", str(tmp_path / "m.csv"), "--no-check-files"])
     assert result.exit_code == 1 and "line 1: MOS is NaN" in result.output
-    result = runner.invoke(manifest_group, ["build", "konvid", "--root", str(tmp_path),
+    result = runner.invoke(main, ["manifest", "build", "konvid", "--root", str(tmp_path),
                                             "--out", str(tmp_path / "m.csv"), "--no-check-files",
                                             "--drop-nan"])
     assert result.exit_code == 0 and "dropped 1 row(s) with a NaN MOS" in result.output
-    listing = runner.invoke(manifest_group, ["datasets"])
+    listing = runner.invoke(main, ["manifest", "datasets"])
     assert all(name in listing.output for name in list_datasets())

@@ -152,7 +152,7 @@ def _params(name: str) -> dict:
 # --------------------------------------------------------------------------- registry
 def test_registry_lists_every_regressor_and_names_bad_choices():
     assert list_regressors() == ALL
-    with pytest.raises(RegressorError, match="unknown regressor 'xgb'; available: fused, gru"):
+    with pytest.raises(RegressorError, match="unknown regressor 'xgb'; valid: fused, gru"):
         get_regressor("xgb")
     with pytest.raises(RegressorError, match="has no parameter.*lr.*valid: C, epsilon"):
         create_regressor("svr", lr=0.1)

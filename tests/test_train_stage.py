@@ -174,14 +174,15 @@ def test_nan_rows_and_missing_groups_through_the_cli(konvid, tmp_path):
     assert result.exit_code != 0 and "alpha must be >= 0" in result.output
 
 
-def test_cli_train_and_evaluate(konvid, live_vqc, tmp_path):
+def test_cli_train_and_evaluate(konvid, live_vqc, tmp_path, monkeypatch):
     from vqa_pipe.cli import main
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
         "train", "--store", str(konvid.store), "--manifest", str(konvid.manifest),
         "--regressor", "ridge", "--splits", "2", "--no-progress", "--out", str(out),
-        "--test", "lvqc", str(live_vqc.store), str(live_vqc.manifest)])
+        "--test", f"lvqc={live_vqc.store},{live_vqc.manifest}"])
     assert result.exit_code == 0, result.output
     assert "ridge on KONVID_1K, protocol random, 2 splits" in result.output
     assert "SROCC" in result.output and "lvqc" in result.output
@@ -190,7 +191,8 @@ def test_cli_train_and_evaluate(konvid, live_vqc, tmp_path):
         "evaluate", str(out), "--store", str(live_vqc.store), "--manifest",
         str(live_vqc.manifest), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert (out / "eval-LIVE_VQC" / "metrics.json").is_file()
+    # the layout's default: cross/<trained on>/<regressor>/<test>
+    assert (tmp_path / "cross" / "KONVID_1K" / "ridge" / "LIVE_VQC" / "metrics.json").is_file()
     result = CliRunner().invoke(main, ["evaluate", "--predictions", str(out / "predictions.csv")])
     assert result.exit_code == 0 and "test" in result.output
 

@@ -28,7 +28,6 @@ they are created.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -38,20 +37,11 @@ from typing import Any, ClassVar
 import numpy as np
 from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.feature_table import FeatureTable, from_unit
+from vqa_pipe.pipeline.registry import Registry
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
-
-# Built-in regressors: name -> module (imported on first use, which registers the class).
-_BUILTIN: dict[str, str] = {
-    "svr": "svr",
-    "ridge": "ridge",
-    "mlp": "mlp",
-    "gru": "gru",
-    "fused": "fused",
-}
-_REGISTRY: dict[str, type[Regressor]] = {}
 
 
 class RegressorError(VqaPipeError):
@@ -59,34 +49,31 @@ class RegressorError(VqaPipeError):
     used before it was fitted."""
 
 
+# Built-in regressors are the public modules of this package, each named after the regressor
+# it registers (``svr.py`` registers ``svr``): listed without importing them, imported on use.
+REGRESSORS: Registry[type[Regressor]] = Registry(
+    "regressor", package=__name__, error=RegressorError
+)
+
+
 def register_regressor(name: str) -> Callable[[type[Regressor]], type[Regressor]]:
     """Class decorator adding a :class:`Regressor` subclass to the registry under ``name``."""
 
     def wrap(cls: type[Regressor]) -> type[Regressor]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise RegressorError(f"a regressor named '{name}' is already registered")
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return REGRESSORS.register(name, cls)
 
     return wrap
 
 
 def list_regressors() -> list[str]:
     """Names of all regressors (built-in and registered), sorted."""
-    return sorted(set(_BUILTIN) | set(_REGISTRY))
+    return sorted(REGRESSORS.names())
 
 
 def get_regressor(name: str) -> type[Regressor]:
     """The regressor class registered as ``name``."""
-    if name not in _REGISTRY and name in _BUILTIN:
-        importlib.import_module(f"{__name__}.{_BUILTIN[name]}")
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise RegressorError(
-            f"unknown regressor '{name}'; available: {', '.join(list_regressors())}"
-        ) from None
+    return REGRESSORS.get(name)
 
 
 def create_regressor(name: str, **params: Any) -> Regressor:

@@ -56,39 +56,47 @@ def _defaults_from(params_file: str, command_name: str) -> dict:
     if section is None:
         return {}
     command = main.get_command(click.get_current_context(), command_name)
-    _check_section(section, command, f"{params_file}: {command_name}")
-    return {command_name: section}
+    return {command_name: _check_section(section, command, f"{params_file}: {command_name}")}
 
 
-def _check_section(section: object, command: click.Command, where: str) -> None:
+def _check_section(section: object, command: click.Command, where: str) -> dict:
+    """The section with its keys as the command's parameter names; unknown keys refused.
+
+    Keys are the command's option names, with dashes or underscores (``max-frames`` or
+    ``max_frames``).
+    """
     if not isinstance(section, dict):
         raise click.UsageError(f"{where}: expected a mapping, got {type(section).__name__}")
     if isinstance(command, click.Group):
+        out = {}
         for name, sub in section.items():
             if name not in command.commands:
                 raise click.UsageError(
                     f"{where}: '{name}' is not a subcommand; valid: {sorted(command.commands)}"
                 )
-            _check_section(sub, command.commands[name], f"{where}.{name}")
-        return
-    valid = {p.name for p in command.params if isinstance(p, click.Option)}
-    unknown = sorted(set(section) - valid)
+            out[name] = _check_section(sub, command.commands[name], f"{where}.{name}")
+        return out
+    valid = {p.name for p in command.params if isinstance(p, click.Option)} - {"help"}
+    keys = {str(k).replace("-", "_"): v for k, v in section.items()}
+    unknown = sorted(set(keys) - valid)
     if unknown:
         raise click.UsageError(
-            f"{where}: unknown keys {unknown}; valid keys: {sorted(valid - {'help'})}"
+            f"{where}: unknown keys {unknown}; valid keys (the command's options): "
+            f"{sorted(valid)}"
         )
+    return keys
+
+
+COMMAND_MODULES = ("manifest", "extract", "demo", "features", "train", "report")
 
 
 def _register() -> None:
+    """Add every command module's ``COMMANDS``; a module that fails to import is a bug and
+    raises (never a silently missing command)."""
     import importlib
 
-    for name in ("manifest", "extract", "demo", "features", "train", "report"):
-        try:
-            module = importlib.import_module(f"vqa_pipe.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"vqa_pipe.cli.{name}":
-                continue  # that command group is not written yet
-            raise
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"vqa_pipe.cli.{name}")
         for command in module.COMMANDS:
             main.add_command(command)
 

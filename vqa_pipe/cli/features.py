@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from vqa_pipe.cli.options import dataset_options
+
 
 @click.group("features")
 def features_group() -> None:
@@ -14,12 +16,8 @@ def features_group() -> None:
 
 @features_group.command("import")
 @click.argument("matrix", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--manifest", "manifest_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Manifest CSV of the dataset (video ids and MOS).")
+@dataset_options(store_help="Store to create or add to (default: features/<dataset>.zarr).")
 @click.option("--name", required=True, help="Feature set name, the store branch (e.g. videval).")
-@click.option("--out", "store_path", type=click.Path(file_okay=False, path_type=Path),
-              help="Store to create or add to (default features/<dataset>/<name>.zarr).")
 @click.option("--key", help=".mat: the variable holding the matrix (default: the only one).")
 @click.option("--id-column", help="CSV: the column naming each row's video.")
 @click.option("--order-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -29,7 +27,7 @@ def features_group() -> None:
               help="Regex whose first group (or match) keys both row names and video ids.")
 @click.option("--part-size", type=click.IntRange(1),
               help="Videos per store part when the store is created (default 32).")
-def import_cmd(matrix, manifest_path, name, store_path, key, id_column, order_file, order_column,
+def import_cmd(matrix, dataset, manifest, store, name, key, id_column, order_file, order_column,
                id_pattern, part_size):
     """Import a feature MATRIX (.mat, .npy or .csv; one row per video) into a feature store.
 
@@ -39,19 +37,17 @@ def import_cmd(matrix, manifest_path, name, store_path, key, id_column, order_fi
 
     \b
     Example (VIDEVAL features of KoNViD-1k):
-      vqa-pipe features import KONVID_1K_VIDEVAL_feats.mat --manifest manifests/konvid.csv \\
+      vqa-pipe features import KONVID_1K_VIDEVAL_feats.mat --dataset konvid \\
           --name videval --order-file KONVID_1K_metadata.csv --order-column flickr_id
     """
-    from vqa_pipe.pipeline.feature_import import FeatureImportError
+    from vqa_pipe.pipeline.layout import resolve_dataset
     from vqa_pipe.stages.features import run_import
 
-    try:
-        report = run_import(matrix, manifest_path, name=name, store=store_path, key=key,
-                            id_column=id_column, order_file=order_file,
-                            order_column=order_column, id_pattern=id_pattern,
-                            part_size=part_size)
-    except (FeatureImportError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+    paths = resolve_dataset(dataset, manifest, store)
+    report = run_import(matrix, paths.manifest, name=name, store=paths.store, key=key,
+                        id_column=id_column, order_file=order_file,
+                        order_column=order_column, id_pattern=id_pattern,
+                        part_size=part_size)
     click.echo(report.summary())
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from vqa_pipe.pipeline.datasets import list_datasets
-from vqa_pipe.pipeline.manifest import MOS_SCALES, ManifestError
+from vqa_pipe.pipeline.manifest import MOS_SCALES
 
 
 @click.group("manifest")
@@ -30,10 +30,14 @@ def manifest_group() -> None:
     "usual file under --root (see `vqa-pipe manifest datasets`).",
 )
 @click.option(
+    "--name",
+    help="Dataset name the manifest is written for (default: DATASET); other commands then "
+    "find it with --dataset NAME.",
+)
+@click.option(
     "--out",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Manifest CSV to write.",
+    help="Manifest CSV to write (default: manifests/<name>.csv).",
 )
 @click.option("--allow-missing", is_flag=True, help="Drop videos whose file is missing.")
 @click.option("--drop-nan", is_flag=True, help="Drop rows whose MOS is NaN.")
@@ -51,30 +55,31 @@ def build_command(
     dataset: str,
     root: Path,
     labels: Path | None,
-    out: Path,
+    name: str | None,
+    out: Path | None,
     allow_missing: bool,
     drop_nan: bool,
     no_check_files: bool,
     mos_scale: str | None,
 ) -> None:
-    """Write the manifest of DATASET (videos under --root) to --out."""
+    """Write the manifest of DATASET (a recipe: `vqa-pipe manifest datasets`; videos under
+    --root) to manifests/<name>.csv."""
+    from vqa_pipe.pipeline.layout import Layout
     from vqa_pipe.stages.manifest import ManifestParams, run
 
-    try:
-        report = run(
-            ManifestParams(
-                dataset=dataset,
-                root=root,
-                out=out,
-                labels=labels,
-                allow_missing=allow_missing,
-                drop_nan=drop_nan,
-                check_files=not no_check_files,
-                mos_scale=mos_scale,
-            )
+    out = out or Layout().manifest(name or dataset)
+    report = run(
+        ManifestParams(
+            dataset=dataset,
+            root=root,
+            out=out,
+            labels=labels,
+            allow_missing=allow_missing,
+            drop_nan=drop_nan,
+            check_files=not no_check_files,
+            mos_scale=mos_scale,
         )
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from None
+    )
     click.echo(report.summary())
 
 
@@ -95,10 +100,7 @@ def check_command(manifest: Path) -> None:
     """Validate MANIFEST and report video files that are missing (exit 1 if any)."""
     from vqa_pipe.pipeline.manifest import find_missing, read_manifest
 
-    try:
-        rows = read_manifest(manifest)
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from None
+    rows = read_manifest(manifest)
     missing = find_missing(rows)
     scales = sorted({row.mos_scale for row in rows if row.mos_scale})
     click.echo(

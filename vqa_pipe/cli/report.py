@@ -23,72 +23,34 @@ def _names(ctx, param, value) -> list[str]:
     "'regressors' lists of this YAML file (dvc's params.yaml).",
 )
 @click.option(
-    "--runs",
-    default="runs",
+    "--evaluate/--no-evaluate",
+    default=True,
     show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Training runs, as <runs>/<dataset>/<regressor>.",
-)
-@click.option(
-    "--features",
-    default="features",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Feature stores, as <features>/<dataset>.zarr.",
-)
-@click.option(
-    "--manifests",
-    default="manifests",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Manifests, as <manifests>/<dataset>.csv.",
-)
-@click.option(
-    "--cross",
-    default="cross",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Cross-dataset evaluations, as <cross>/<train>/<regressor>/<test>.",
-)
-@click.option(
-    "--no-evaluate",
-    is_flag=True,
-    help="Only tabulate: the cross-dataset evaluations exist already.",
+    help="Test every run on the other datasets first (into cross/), or only tabulate.",
 )
 @click.option(
     "--out",
-    default="reports",
-    show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder.",
+    help="Output folder (default reports/).",
 )
-def report(datasets, regressors, lists_from, runs, features, manifests, cross, no_evaluate, out):
-    """Evaluate every run on the other datasets; write the train × test table and per-split CSV."""
-    from vqa_pipe.cli.train import _errors
-    from vqa_pipe.stages.report import ReportError, run_report
+def report(datasets, regressors, lists_from, evaluate, out):
+    """Evaluate every run on the other datasets; write the train × test table and per-split CSV.
+
+    Runs are read from runs/<dataset>/<regressor>, stores from features/<dataset>.zarr and
+    manifests from manifests/<dataset>.csv, as `train`, `extract` and `manifest build` write
+    them.
+    """
+    from vqa_pipe.stages.report import run_report
 
     if lists_from:
         import yaml
 
-        top = yaml.safe_load(lists_from.read_text()) or {}
+        top = yaml.safe_load(lists_from.read_text(encoding="utf-8")) or {}
         datasets = datasets or _names(None, None, top.get("datasets") or [])
         regressors = regressors or _names(None, None, top.get("regressors") or [])
     if not datasets or not regressors:
         raise click.UsageError("give --datasets and --regressors (or --lists-from params.yaml)")
-    try:
-        md = run_report(
-            runs,
-            datasets,
-            regressors,
-            out,
-            cross=cross,
-            features=features,
-            manifests=manifests,
-            evaluate=not no_evaluate,
-            log=click.echo,
-        )
-    except (ReportError, *_errors()) as err:
-        raise click.ClickException(str(err)) from None
+    md = run_report(datasets, regressors, out=out, evaluate=evaluate, log=click.echo)
     click.echo(md.read_text())
 
 

@@ -1,0 +1,123 @@
+"""Extraction on a dask cluster: one task per store part, each written whole by one worker.
+
+Parts are the unit of writing (see ``pipeline.store``), so workers never share a shard. Each
+worker builds the branches once from a plain-data spec (models are not shipped over the wire)
+and keeps them for every later part. A worker that dies mid-part leaves the part without its
+status; dask gives the task to another worker, which writes the part again, whole.
+
+Workers decode in a child process, so they must not be daemonic: the local cluster is started
+that way here; for ``dask worker`` processes of your own set
+``DASK_DISTRIBUTED__WORKER__DAEMON=False``. On a multi-GPU machine start one worker per GPU,
+each with its own ``CUDA_VISIBLE_DEVICES``, and pass the scheduler address.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vqa_pipe.pipeline.extraction import OnVideo, PartWork, plan_parts, process_parts
+from vqa_pipe.pipeline.store import FeatureStore
+
+_WORKER_BRANCHES: dict[str, list] = {}
+
+
+def _worker_branches(spec: str) -> list:
+    from vqa_pipe.pipeline.branches import build_branches
+
+    if spec not in _WORKER_BRANCHES:
+        _WORKER_BRANCHES.clear()  # one configuration per worker at a time: free the old models
+        data = json.loads(spec)
+        _WORKER_BRANCHES[spec] = build_branches(data.pop("names"), **data)
+    return _WORKER_BRANCHES[spec]
+
+
+def extract_part(
+    store_path: str,
+    part: int,
+    spec: str,
+    paths: dict[str, str],
+    timeout: float,
+    retry_failed: bool,
+) -> dict[str, str | None]:
+    """Run on a worker: extract one part; return each video's failure reason (None when done)."""
+    branches = _worker_branches(spec)
+    store = FeatureStore.open(store_path, writable=True)
+    work = plan_parts(store, [b.name for b in branches], retry_failed, parts=[part])
+    outcomes: dict[str, str | None] = {}
+    if work:
+        process_parts(store, work, branches, paths, timeout, outcomes.__setitem__)
+    return outcomes
+
+
+class DaskRunner:
+    """Runs each part of the plan as one task on a local or remote dask cluster.
+
+    Args:
+        branch_spec: ``{"names": [...], "device": ..., "random_weights": ..., **options}``,
+            what :func:`~vqa_pipe.pipeline.branches.build_branches` takes; every worker builds
+            its branches from it.
+        workers: size of a local cluster (ignored with ``scheduler``).
+        scheduler: address of a running dask scheduler (``tcp://host:8786``).
+    """
+
+    def __init__(
+        self,
+        branch_spec: Mapping[str, Any],
+        *,
+        timeout: float,
+        retry_failed: bool,
+        workers: int = 2,
+        scheduler: str | None = None,
+    ) -> None:
+        self.spec = json.dumps(dict(branch_spec), sort_keys=True, default=list)
+        self.timeout = timeout
+        self.retry_failed = retry_failed
+        self.workers = workers
+        self.scheduler = scheduler
+
+    def run(
+        self, store: FeatureStore, work: list[PartWork], paths: dict[str, str], on_video: OnVideo
+    ) -> None:
+        import dask
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        with dask.config.set({"distributed.worker.daemon": False}):
+            cluster = None
+            if not self.scheduler:
+                cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            try:
+                with Client(self.scheduler or cluster) as client:
+                    futures = {
+                        client.submit(
+                            extract_part,
+                            str(Path(store.path)),
+                            w.part,
+                            self.spec,
+                            {v: paths[v] for v in w.todo},
+                            self.timeout,
+                            self.retry_failed,
+                            pure=False,
+                            key=f"extract-part-{w.part}",
+                        ): w
+                        for w in work
+                    }
+                    for future in as_completed(futures):
+                        w = futures[future]
+                        try:
+                            outcomes = future.result()
+                        except Exception as err:  # noqa: BLE001 - a lost part is redone next run
+                            reason = f"part {w.part} not written ({type(err).__name__}: {err})"
+                            outcomes = {v: reason for v in w.todo}
+                        for vid, reason in outcomes.items():
+                            on_video(vid, reason)
+            finally:
+                if cluster is not None:
+                    cluster.close()

@@ -1,0 +1,157 @@
+"""Extraction building blocks shared by every runner (serial, dask, decoder pool).
+
+- :func:`configure_store`: create or open the store and record each branch's configuration;
+- :func:`plan_parts`: which parts still need which branches, and which videos to decode;
+- :func:`process_parts`: decode the planned videos once, feed the branches, write each part
+  whole when its last video is through (status last), report every video's outcome.
+
+A runner decides only *where* :func:`process_parts` runs (this process, dask workers, ...);
+resume and failure semantics live here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqa_pipe.pipeline.branches import Branch, UnionPlan, check_arrays, run_branches
+from vqa_pipe.pipeline.store import FeatureStore, StoreError
+
+OnVideo = Callable[[str, "str | None"], None]
+"""Called after every video with its id and its failure reason (None when it succeeded)."""
+
+
+@dataclass
+class PartWork:
+    """What one part still needs."""
+
+    part: int
+    branches: list[str]  # branches this part still needs
+    keep: dict[str, dict[str, dict]]  # branch -> video id -> arrays already in the store
+    todo: list[str]  # videos to decode
+    results: dict[str, dict[str, dict | str]] = field(default_factory=dict)
+
+
+def plan_parts(
+    store: FeatureStore,
+    branches: Sequence[str],
+    retry_failed: bool,
+    parts: Sequence[int] | None = None,
+) -> list[PartWork]:
+    """Which parts still need which branches, and which videos must be decoded for them."""
+    work = []
+    for part in range(store.n_parts) if parts is None else parts:
+        ids = store.part_ids(part)
+        need, keep = [], {}
+        for branch in branches:
+            if not store.part_complete(branch, part):
+                need.append(branch)
+                keep[branch] = {}
+            elif retry_failed and store.part_failed_ids(branch, part):
+                need.append(branch)
+                failed = set(store.part_failed_ids(branch, part))
+                done = [v for v in ids if v not in failed]
+                arrays = list(store.arrays(branch))
+                per_array = {a: store.read(branch, a, done) for a in arrays}
+                keep[branch] = {v: {a: per_array[a][v] for a in arrays} for v in done}
+        if not need:
+            continue
+        todo = [v for v in ids if any(v not in keep[b] for b in need)]
+        work.append(PartWork(part, need, keep, todo, {b: dict(keep[b]) for b in need}))
+    return work
+
+
+def process_parts(
+    store: FeatureStore,
+    work: list[PartWork],
+    branches: Sequence[Branch],
+    paths: dict[str, str],
+    timeout: float,
+    on_video: OnVideo,
+) -> None:
+    """Decode the work's videos once, feed the branches, write each part when it is whole."""
+    from vqa_pipe.pipeline.decode import decode_in_background
+
+    by_name = {b.name: b for b in branches}
+    plan = UnionPlan(tuple(b.plan() for b in branches))
+    owner = {vid: w for w in work for vid in w.todo}
+    stream = decode_in_background(
+        [(vid, paths[vid]) for w in work for vid in w.todo], plan, timeout_s=timeout
+    )
+    try:
+        for video in stream:
+            w = owner[video.key]
+            need = [by_name[b] for b in w.branches if video.key not in w.keep[b]]
+            reason = None
+            try:
+                if video.info is None:
+                    raise video.error or RuntimeError(f"{video.path}: could not open the video")
+                arrays = run_branches(video.info, video.frames, need, video.key)
+                for name, result in arrays.items():
+                    check_arrays(name, result)
+            except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
+                reason = f"{type(err).__name__}: {err}"
+                arrays = {b.name: reason for b in need}
+            for name, result in arrays.items():
+                w.results[name][video.key] = result
+            on_video(video.key, reason)
+            ids = store.part_ids(w.part)
+            if all(v in w.results[b] for b in w.branches for v in ids):
+                for branch in w.branches:
+                    store.write_part(branch, w.part, w.results[branch])
+                w.results.clear()  # free the part's arrays
+    finally:
+        stream.close()
+
+
+def configure_store(
+    store_path: str | Path,
+    video_ids: list[str],
+    branches: Sequence[Branch],
+    part_size: int,
+    on_config_change: str = "error",
+    log: Callable[[str], None] | None = None,
+) -> FeatureStore:
+    """Create or open the store and record every branch's configuration.
+
+    A store made with another configuration (or video list, or part size) is refused, or with
+    ``on_config_change="replace"`` deleted and started afresh (what a DVC stage whose params
+    changed wants; only a folder that is a vqa-pipe store is ever deleted).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if on_config_change not in ("error", "replace"):
+        raise StoreError(
+            f"on_config_change must be 'error' or 'replace', got {on_config_change!r}"
+        )
+    if on_config_change == "replace" and Path(store_path, "zarr.json").is_file():
+        try:
+            check_store(store_path, video_ids, branches, part_size)
+        except StoreError as err:
+            FeatureStore.open(store_path)  # raises unless it really is a vqa-pipe store
+            log(f"replacing {store_path}: {str(err).splitlines()[0]}")
+            shutil.rmtree(store_path)
+    store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
+    for branch in branches:
+        store.ensure_branch(branch.name, branch.config())
+        text = getattr(branch, "text_embeddings", None)
+        if text is not None:
+            store.put_branch_array(branch.name, "text_embeddings", text)
+    return store
+
+
+def check_store(
+    store_path: str | Path, video_ids: list[str], branches: Sequence[Branch], part_size: int
+) -> None:
+    """Raise StoreError when the existing store does not fit this run (changes nothing)."""
+    store = FeatureStore.open(store_path)
+    if store.part_size != part_size or video_ids[: len(store.video_ids)] != store.video_ids:
+        raise StoreError(f"{store_path} was made with another video list or part size")
+    for branch in branches:
+        if branch.name in store.branches():
+            old = json.loads(json.dumps(store.branch_config(branch.name)))
+            if old != json.loads(json.dumps(branch.config())):
+                raise StoreError(f"{store_path} holds '{branch.name}' with another configuration")
