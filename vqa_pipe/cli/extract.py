@@ -39,11 +39,11 @@ def _stderr(message: str) -> None:
 
 
 def resolve_store(text: str) -> Path:
-    """A store path, or a dataset name (``features/<name>.zarr``)."""
+    """A store folder, or a dataset name (``features/<name>.zarr``)."""
     from vqa_pipe.pipeline.layout import Layout, LayoutError
 
     path = Path(text)
-    if path.exists():
+    if (path / "zarr.json").is_file():
         return path
     try:
         by_name = Layout().store(text)
@@ -51,6 +51,8 @@ def resolve_store(text: str) -> Path:
         by_name = None
     if by_name is not None and by_name.exists():
         return by_name
+    if path.exists():
+        return path  # not a store: opening it says so
     raise click.BadParameter(
         f"{text} is neither a feature store nor a dataset with one"
         + (f" (looked at {by_name})" if by_name is not None else "")
