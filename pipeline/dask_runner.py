@@ -14,7 +14,7 @@ each with its own ``CUDA_VISIBLE_DEVICES``, and pass the scheduler address.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,14 @@ def extract_part(
     paths: dict[str, str],
     timeout: float,
     retry_failed: bool,
+    redo: list[str],
 ) -> dict[str, str | None]:
     """Run on a worker: extract one part; return each video's failure reason (None when done)."""
     branches = _worker_branches(spec)
     store = FeatureStore.open(store_path, writable=True)
-    work = plan_parts(store, [b.name for b in branches], retry_failed, parts=[part])
+    ids = set(store.part_ids(part))
+    work = plan_parts(store, [b.name for b in branches], retry_failed, parts=[part],
+                      redo=[v for v in redo if v in ids])
     outcomes: dict[str, str | None] = {}
     if work:
         process_parts(store, work, branches, paths, timeout, outcomes.__setitem__)
@@ -69,12 +72,14 @@ class DaskRunner:
         *,
         timeout: float,
         retry_failed: bool,
+        redo: Sequence[str] = (),
         workers: int = 2,
         scheduler: str | None = None,
     ) -> None:
         self.spec = json.dumps(dict(branch_spec), sort_keys=True, default=list)
         self.timeout = timeout
         self.retry_failed = retry_failed
+        self.redo = list(redo)
         self.workers = workers
         self.scheduler = scheduler
 
@@ -104,6 +109,7 @@ class DaskRunner:
                             {v: paths[v] for v in w.todo},
                             self.timeout,
                             self.retry_failed,
+                            self.redo,
                             pure=False,
                             key=f"extract-part-{w.part}",
                         ): w

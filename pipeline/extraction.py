@@ -41,8 +41,17 @@ def plan_parts(
     branches: Sequence[str],
     retry_failed: bool,
     parts: Sequence[int] | None = None,
+    redo: Sequence[str] = (),
 ) -> list[PartWork]:
-    """Which parts still need which branches, and which videos must be decoded for them."""
+    """Which parts still need which branches, and which videos must be decoded for them.
+
+    A complete part is redone for the videos that failed (``retry_failed``) and for those in
+    ``redo``; its other videos keep their arrays (or their failure) as they are.
+    """
+    redo_set = set(redo)
+    unknown = sorted(redo_set - set(store.video_ids))
+    if unknown:
+        raise StoreError(f"--redo names videos that are not in {store.path}: {unknown[:5]}")
     work = []
     for part in range(store.n_parts) if parts is None else parts:
         ids = store.part_ids(part)
@@ -51,13 +60,19 @@ def plan_parts(
             if not store.part_complete(branch, part):
                 need.append(branch)
                 keep[branch] = {}
-            elif retry_failed and store.part_failed_ids(branch, part):
-                need.append(branch)
-                failed = set(store.part_failed_ids(branch, part))
-                done = [v for v in ids if v not in failed]
-                arrays = list(store.arrays(branch))
-                per_array = {a: store.read(branch, a, done) for a in arrays}
-                keep[branch] = {v: {a: per_array[a][v] for a in arrays} for v in done}
+                continue
+            failed = set(store.part_failed_ids(branch, part))
+            again = (failed if retry_failed else set()) | (redo_set & set(ids))
+            if not again:
+                continue
+            need.append(branch)
+            status = store.status(branch)
+            done = [v for v in ids if v not in again and v not in failed]
+            arrays = list(store.arrays(branch))
+            per_array = {a: store.read(branch, a, done) for a in arrays}
+            kept: dict[str, dict | str] = {v: {a: per_array[a][v] for a in arrays} for v in done}
+            kept.update({v: status[v].reason for v in failed - again})
+            keep[branch] = kept
         if not need:
             continue
         todo = [v for v in ids if any(v not in keep[b] for b in need)]

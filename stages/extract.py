@@ -30,7 +30,8 @@ from vqa_pipe.pipeline.extraction import (
 from vqa_pipe.pipeline.manifest import read_manifest
 from vqa_pipe.pipeline.options import OptionError, check_fields, normalise_key, option, pick
 from vqa_pipe.pipeline.progress import progress_bar
-from vqa_pipe.pipeline.store import FeatureStore
+from vqa_pipe.pipeline.store import FeatureStore, StoreError
+from vqa_pipe.pipeline.store_lock import writer_lock
 from vqa_pipe.pipeline.weights import RANDOM_WEIGHTS_BANNER
 
 
@@ -45,6 +46,12 @@ def parse_branches(value: object) -> tuple[str, ...]:
             f"branches: choose from {', '.join(valid)} (comma-separated), got {value!r}"
         )
     return names
+
+
+def parse_ids(value: object) -> tuple[str, ...]:
+    """``a,b,c`` (or a list) -> ``("a", "b", "c")``."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,13 @@ class ExtractOptions:
     timeout: float = option(120.0, "Seconds without a decoded frame before a video fails.",
                             min=0.001)
     retry_failed: bool = option(False, "Redo videos recorded as failed (done ones are kept).")
+    redo: tuple[str, ...] = option(
+        (),
+        "Redo these videos (comma-separated ids), e.g. those `vqa-pipe verify` reports damaged.",
+        parse=parse_ids,
+        show="",
+        metavar="ID,ID,...",
+    )
     on_config_change: str = option(
         "error",
         "When the store holds features made with other settings: refuse (error), or delete "
@@ -169,6 +183,7 @@ def run_extract(
     timeout: float = 120.0,
     retry_failed: bool = False,
     limit: int | None = None,
+    redo: Sequence[str] = (),
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     on_config_change: str = "error",
@@ -183,7 +198,9 @@ def run_extract(
         part_size: videos per store part (the unit of writing and of resuming).
         timeout: a video whose decoder gives no frame for this long fails with a timeout.
         retry_failed: redo videos recorded as failed (done videos of their parts are kept).
-        limit: only the first ``limit`` videos of the manifest (a quick look).
+        limit: only the first ``limit`` videos of the manifest (a quick look); on a store that
+            lists more, the whole parts holding them.
+        redo: video ids to extract again (their parts' other videos are kept).
         on_config_change: ``error`` (default) or ``replace`` an existing store made differently.
         runner: where parts are processed (default: this process, :class:`SerialRunner`).
     """
@@ -192,49 +209,85 @@ def run_extract(
         raise OptionError("no extraction branch selected")
     if limit is not None and limit < 1:
         raise OptionError(f"limit must be >= 1, got {limit}")
-    rows = read_manifest(manifest)
-    if limit is not None:
-        rows = rows[:limit]
-    paths = {row.video_id: str(row.path) for row in rows}
-    store = configure_store(store_path, list(paths), branches, part_size, on_config_change, log)
-    summary = ExtractSummary(
-        store=Path(store_path),
-        total=len(paths),
-        random_weights=any(b.random_weights for b in branches),
-    )
-    if summary.random_weights:
-        log(RANDOM_WEIGHTS_BANNER)
-    names = [b.name for b in branches]
-    work = plan_parts(store, names, retry_failed)
-    _count_skipped(summary, store, names, work)
-    runner = runner or SerialRunner(branches, timeout)
-    start = time.perf_counter()
-    n_todo = sum(len(w.todo) for w in work)
-    if n_todo:
-        bar = progress_bar(n_todo, desc="extract", unit="video", enabled=progress)
+    with writer_lock(store_path):
+        rows = read_manifest(manifest)
+        paths = {row.video_id: str(row.path) for row in rows}
+        ids, parts = _limit(list(paths), store_path, limit, part_size, log)
+        store = configure_store(store_path, ids, branches, part_size, on_config_change, log)
+        summary = ExtractSummary(
+            store=Path(store_path),
+            total=len(ids) if parts is None else min(len(ids), len(parts) * part_size),
+            random_weights=any(b.random_weights for b in branches),
+        )
+        if summary.random_weights:
+            log(RANDOM_WEIGHTS_BANNER)
+        names = [b.name for b in branches]
+        work = plan_parts(store, names, retry_failed, parts=parts, redo=redo)
+        _count_skipped(summary, store, names, work, parts)
+        runner = runner or SerialRunner(branches, timeout)
+        start = time.perf_counter()
+        n_todo = sum(len(w.todo) for w in work)
+        if n_todo:
+            bar = progress_bar(n_todo, desc="extract", unit="video", enabled=progress)
 
-        def on_video(video_id: str, reason: str | None) -> None:
-            summary.record(video_id, reason)
-            if reason is not None:
-                bar.set_postfix_str(f"{len(summary.failed)} failed", refresh=False)
-            bar.update(1)
+            def on_video(video_id: str, reason: str | None) -> None:
+                summary.record(video_id, reason)
+                if reason is not None:
+                    bar.set_postfix_str(f"{len(summary.failed)} failed", refresh=False)
+                bar.update(1)
 
-        try:
-            runner.run(store, work, paths, on_video)
-        finally:
-            bar.close()
-        store.consolidate()
-    summary.seconds = time.perf_counter() - start
+            try:
+                runner.run(store, work, paths, on_video)
+            finally:
+                bar.close()
+            store.consolidate()
+        summary.seconds = time.perf_counter() - start
     return summary
 
 
+def _limit(
+    ids: list[str], store_path: str | Path, limit: int | None, part_size: int, log
+) -> tuple[list[str], list[int] | None]:
+    """The store's video list and the parts to work on, under ``--limit``.
+
+    A new store (or one listing no more than ``limit`` videos) gets the first ``limit``
+    videos. A store that already lists more keeps its list (the manifest still extends it);
+    the run then works on the whole parts that hold the first ``limit`` videos, since parts
+    are written whole, and says so.
+    """
+    if limit is None:
+        return ids, None
+    listed = 0
+    if Path(store_path, "zarr.json").is_file():
+        try:
+            listed = len(FeatureStore.open(store_path).video_ids)
+        except StoreError:
+            listed = 0  # not a store: configure_store says so
+    if listed <= limit:
+        return ids[:limit], None
+    n_parts = -(-limit // part_size)
+    log(
+        f"--limit {limit}: {store_path} already lists {listed} videos; working on the first "
+        f"{n_parts} part(s) ({min(listed, n_parts * part_size)} videos), as parts are written "
+        "whole"
+    )
+    return ids[: max(listed, limit)], list(range(n_parts))
+
+
 def _count_skipped(
-    summary: ExtractSummary, store: FeatureStore, branches: Sequence[str], work: list[PartWork]
+    summary: ExtractSummary,
+    store: FeatureStore,
+    branches: Sequence[str],
+    work: list[PartWork],
+    parts: Sequence[int] | None,
 ) -> None:
     todo_ids = {vid for w in work for vid in w.todo}
     summary.skipped = summary.total - len(todo_ids)
+    in_scope = None if parts is None else {v for p in parts for v in store.part_ids(p)}
     for branch in branches:
         for vid, st in store.status(branch).items():
+            if in_scope is not None and vid not in in_scope:
+                continue
             if st.state == "failed" and vid not in todo_ids:
                 summary.failed_before.setdefault(vid, st.reason)
 
@@ -283,6 +336,7 @@ def extract(
             spec,
             timeout=options.timeout,
             retry_failed=options.retry_failed,
+            redo=options.redo,
             workers=options.workers or 2,
             scheduler=options.scheduler,
         )
@@ -296,6 +350,7 @@ def extract(
         timeout=options.timeout,
         retry_failed=options.retry_failed,
         limit=options.limit,
+        redo=options.redo,
         progress=options.progress,
         log=log,
         on_config_change=options.on_config_change,

@@ -357,3 +357,48 @@ def test_both_branches_in_one_decoding_pass(tmp_path, tiny_video):
     assert store.read("spatial", "clip_maps")["tiny"].shape == (1, 768, 16, 7, 7)
     assert store.read("semantic", "frame_scores")["tiny"].shape[0] == 2
     assert store.branch_config("spatial")["random_weights"] is True
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path, videos, branches):
+    from vqa_pipe.pipeline.store_lock import StoreBusyError, writer_lock
+
+    manifest, _ = videos
+    store = tmp_path / "s.zarr"
+    with writer_lock(store):  # another extraction is writing this store
+        with pytest.raises(StoreBusyError, match=rf"pid {os.getpid()} on .*--store"):
+            run_extract(manifest, store, branches, part_size=2, progress=False)
+    assert not store.exists()  # nothing was started
+    summary = run_extract(manifest, store, branches, part_size=2, progress=False)
+    assert len(summary.done) == 3  # the lock is free once the holder is done
+
+
+def test_limit_on_a_store_that_lists_more_videos(tmp_path, videos, branches):
+    manifest, ids = videos
+    store = tmp_path / "s.zarr"
+    first = run_extract(manifest, store, branches, part_size=2, limit=1, progress=False)
+    assert first.done == ids[:1] and FeatureStore.open(store).video_ids == ids[:1]
+    run_extract(manifest, store, branches, part_size=2, progress=False)  # the rest
+    logs = []
+    again = run_extract(manifest, store, branches, part_size=2, limit=3, progress=False,
+                        log=logs.append)
+    assert FeatureStore.open(store).video_ids == ids  # the store keeps its list
+    assert again.done == [] and again.skipped == 4 and again.total == 4  # parts 0-1: 4 videos
+    assert any("--limit 3" in m and "first 2 part(s)" in m for m in logs)
+
+
+def test_redo_extracts_named_videos_again_and_keeps_the_rest(tmp_path, videos, branches):
+    manifest, ids = videos
+    store_path = tmp_path / "s.zarr"
+    run_extract(manifest, store_path, branches, part_size=2, progress=False)
+    before = FeatureStore.open(store_path).read("semantic", "frame_scores")
+    summary = run_extract(manifest, store_path, branches, part_size=2, redo=[ids[0]],
+                          progress=False)
+    assert summary.done == [ids[0]] and summary.failed == {}
+    store = FeatureStore.open(store_path)
+    after = store.read("semantic", "frame_scores")
+    assert after.keys() == before.keys()
+    for vid in after:
+        np.testing.assert_array_equal(after[vid], before[vid])
+    assert store.status("semantic")["corrupt"].state == "failed"  # not retried: not asked
+    with pytest.raises(StoreError, match="not in .*nosuch"):
+        run_extract(manifest, store_path, branches, part_size=2, redo=["nosuch"], progress=False)
