@@ -52,6 +52,12 @@ def extract_part(
     outcomes: dict[str, str | None] = {}
     if work:
         process_parts(store, work, branches, paths, timeout, outcomes.__setitem__)
+    else:  # written already (by a worker that died before it could report): report the store
+        for branch in branches:
+            status = store.status(branch.name)
+            for vid in paths:
+                reason = status[vid].reason if status[vid].state == "failed" else None
+                outcomes[vid] = outcomes.get(vid) or reason
     return outcomes
 
 
