@@ -12,13 +12,15 @@ resume and failure semantics live here, once.
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vqa_pipe.pipeline.branches import Branch, UnionPlan, check_arrays, run_branches
+from vqa_pipe.pipeline.branches import Branch, UnionPlan, VideoFeed, check_arrays
 from vqa_pipe.pipeline.store import FeatureStore, StoreError
 
 OnVideo = Callable[[str, "str | None"], None]
@@ -87,40 +89,137 @@ def process_parts(
     paths: dict[str, str],
     timeout: float,
     on_video: OnVideo,
+    decoders: int = 1,
 ) -> None:
-    """Decode the work's videos once, feed the branches, write each part when it is whole."""
+    """Decode the work's videos once, feed the branches, write each part when it is whole.
+
+    ``decoders`` background decoder processes share the videos (video ``i`` goes to decoder
+    ``i mod decoders``), each with its own bounded queue and its own kill-on-timeout; this
+    process consumes all of them, one video in flight per decoder, so the models see the
+    frames of several videos interleaved. Memory stays bounded by the queues, whatever
+    ``decoders`` and the lengths of the videos.
+    """
     from vqa_pipe.pipeline.decode import decode_in_background
 
     by_name = {b.name: b for b in branches}
     plan = UnionPlan(tuple(b.plan() for b in branches))
     owner = {vid: w for w in work for vid in w.todo}
-    stream = decode_in_background(
-        [(vid, paths[vid]) for w in work for vid in w.todo], plan, timeout_s=timeout
-    )
-    try:
-        for video in stream:
-            w = owner[video.key]
-            need = [by_name[b] for b in w.branches if video.key not in w.keep[b]]
-            reason = None
+    items = [(vid, paths[vid]) for w in work for vid in w.todo]
+    n = max(1, min(int(decoders), len(items)))
+    streams = [
+        decode_in_background(items[i::n], plan, timeout_s=timeout) for i in range(n) if items[i::n]
+    ]
+    events: queue.Queue = queue.Queue(maxsize=2 * len(streams))
+    stop = threading.Event()
+
+    def post(event: tuple) -> bool:
+        while not stop.is_set():
             try:
+                events.put(event, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump(stream) -> None:
+        try:
+            for video in stream:
                 if video.info is None:
-                    raise video.error or RuntimeError(f"{video.path}: could not open the video")
-                arrays = run_branches(video.info, video.frames, need, video.key)
-                for name, result in arrays.items():
-                    check_arrays(name, result)
-            except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
-                reason = f"{type(err).__name__}: {err}"
-                arrays = {b.name: reason for b in need}
-            for name, result in arrays.items():
-                w.results[name][video.key] = result
-            on_video(video.key, reason)
-            ids = store.part_ids(w.part)
-            if all(v in w.results[b] for b in w.branches for v in ids):
-                for branch in w.branches:
-                    store.write_part(branch, w.part, w.results[branch])
-                w.results.clear()  # free the part's arrays
+                    error = video.error or RuntimeError(f"{video.path}: could not open the video")
+                    if not post(("end", video.key, error)):
+                        return
+                    continue
+                if not post(("start", video.key, video.info)):
+                    return
+                error = None
+                try:
+                    for frame in video.frames:
+                        if not post(("frame", video.key, frame)):
+                            return
+                except Exception as err:  # noqa: BLE001 - this video's decode failed
+                    error = err
+                if not post(("end", video.key, error)):
+                    return
+        except BaseException as err:  # noqa: BLE001 - the stream itself broke: say so
+            post(("broken", None, err))
+        finally:
+            post(("closed", None, None))
+
+    threads = [threading.Thread(target=pump, args=(st,), daemon=True) for st in streams]
+    for thread in threads:
+        thread.start()
+    feeds: dict[str, VideoFeed | None] = {}
+    failures: dict[str, str] = {}
+    open_streams = len(threads)
+    try:
+        while open_streams:
+            kind, key, payload = events.get()
+            if kind == "closed":
+                open_streams -= 1
+                continue
+            if kind == "broken":
+                raise payload
+            w = owner[key]
+            if kind == "start":
+                need = [by_name[b] for b in w.branches if key not in w.keep[b]]
+                try:
+                    feeds[key] = VideoFeed(payload, need, key)
+                except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
+                    feeds[key] = None
+                    failures[key] = f"{type(err).__name__}: {err}"
+            elif kind == "frame":
+                feed = feeds.get(key)
+                if feed is not None:
+                    try:
+                        feed.add(payload)
+                    except Exception as err:  # noqa: BLE001
+                        feeds[key] = None
+                        failures[key] = f"{type(err).__name__}: {err}"
+            elif kind == "end":
+                _finish(store, w, key, feeds.pop(key, None), payload, failures.pop(key, None),
+                        on_video)
     finally:
-        stream.close()
+        stop.set()
+        for stream in streams:
+            stream.close()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def _finish(
+    store: FeatureStore,
+    w: PartWork,
+    key: str,
+    feed: VideoFeed | None,
+    error: BaseException | None,
+    failure: str | None,
+    on_video: OnVideo,
+) -> None:
+    """Record one video's arrays (or its failure); write its part when the part is whole."""
+    need = [b for b in w.branches if key not in w.keep[b]]
+    reason = failure
+    arrays: dict[str, dict | str] = {}
+    if reason is None and error is not None:
+        reason = f"{type(error).__name__}: {error}"
+    if reason is None:
+        try:
+            if feed is None:
+                raise RuntimeError(f"{key}: no frames were decoded")
+            arrays = feed.finish()
+            for name, result in arrays.items():
+                check_arrays(name, result)
+        except Exception as err:  # noqa: BLE001 - one bad video must not stop the run
+            reason = f"{type(err).__name__}: {err}"
+    if reason is not None:
+        arrays = {b: reason for b in need}
+    for name, result in arrays.items():
+        w.results[name][key] = result
+    on_video(key, reason)
+    ids = store.part_ids(w.part)
+    if all(v in w.results[b] for b in w.branches for v in ids):
+        for branch in w.branches:
+            store.write_part(branch, w.part, w.results[branch])
+        w.results.clear()  # free the part's arrays
 
 
 def configure_store(
@@ -170,3 +269,15 @@ def check_store(
             old = json.loads(json.dumps(store.branch_config(branch.name)))
             if old != json.loads(json.dumps(branch.config())):
                 raise StoreError(f"{store_path} holds '{branch.name}' with another configuration")
+
+
+def auto_decoders(device: str, cpus: int | None = None) -> int:
+    """Decoder processes for ``--decoders 0``: on a GPU, one per core but one (the model
+    process) up to 16, since extraction is bound by decoding there; on the CPU a quarter of
+    the cores (at least one), since the models need the cores themselves."""
+    import os
+
+    cpus = cpus or os.cpu_count() or 1
+    if str(device).startswith("cuda"):
+        return max(1, min(16, cpus - 1))
+    return max(1, cpus // 4)

@@ -23,6 +23,7 @@ from vqa_pipe.pipeline.branches import Branch, build_branches, list_branches
 from vqa_pipe.pipeline.extraction import (
     OnVideo,
     PartWork,
+    auto_decoders,
     configure_store,
     plan_parts,
     process_parts,
@@ -70,6 +71,12 @@ class ExtractOptions:
     device: str = option("auto", "auto, cpu, cuda, cuda:1 …")
     part_size: int = option(32, "Videos per store part (the unit of writing and resuming).",
                             min=1)
+    decoders: int = option(
+        0,
+        "Decoder processes feeding the models (0: auto, from the CPU count and the device).",
+        min=0,
+        max=64,
+    )
     timeout: float = option(120.0, "Seconds without a decoded frame before a video fails.",
                             min=0.001)
     retry_failed: bool = option(False, "Redo videos recorded as failed (done ones are kept).")
@@ -163,15 +170,16 @@ class Runner(Protocol):
 
 @dataclass
 class SerialRunner:
-    """All parts in this process, with one background decoder."""
+    """All parts in this process: the models here, fed by ``decoders`` decoder processes."""
 
     branches: Sequence[Branch]
     timeout: float = 120.0
+    decoders: int = 1
 
     def run(
         self, store: FeatureStore, work: list[PartWork], paths: dict[str, str], on_video: OnVideo
     ) -> None:
-        process_parts(store, work, self.branches, paths, self.timeout, on_video)
+        process_parts(store, work, self.branches, paths, self.timeout, on_video, self.decoders)
 
 
 def run_extract(
@@ -341,7 +349,8 @@ def extract(
             scheduler=options.scheduler,
         )
     else:
-        runner = SerialRunner(branches, options.timeout)
+        decoders = options.decoders or auto_decoders(device)
+        runner = SerialRunner(branches, options.timeout, decoders)
     return run_extract(
         manifest,
         store_path,

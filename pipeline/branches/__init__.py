@@ -124,6 +124,28 @@ class UnionPlan:
         return sorted(wanted)
 
 
+class VideoFeed:
+    """One video in flight: hands each decoded frame to the branches that asked for it.
+
+    Several feeds may be open at once (one per decoder of a pool): branches keep per-video
+    state in the object ``start_video`` returns, never in themselves.
+    """
+
+    def __init__(self, info: Any, branches: Sequence[Branch], key: str) -> None:
+        self.branches = list(branches)
+        self.wanted = [set(int(i) for i in b.plan().indices(info)) for b in self.branches]
+        self.states = [b.start_video(key, info) for b in self.branches]
+
+    def add(self, frame: Any) -> None:
+        for branch, want, state in zip(self.branches, self.wanted, self.states):
+            if frame.index in want:
+                branch.add_frame(state, frame)
+
+    def finish(self) -> dict[str, dict[str, np.ndarray]]:
+        """Each branch's arrays for the video (exceptions propagate: the video failed)."""
+        return {b.name: b.finish_video(s) for b, s in zip(self.branches, self.states)}
+
+
 def run_branches(
     info: Any, frames: Any, branches: Sequence[Branch], key: str
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -131,13 +153,10 @@ def run_branches(
 
     Exceptions from decoding or from a branch propagate: the caller records the video as failed.
     """
-    wanted = [set(int(i) for i in b.plan().indices(info)) for b in branches]
-    states = [b.start_video(key, info) for b in branches]
+    feed = VideoFeed(info, branches, key)
     for frame in frames:
-        for branch, want, state in zip(branches, wanted, states):
-            if frame.index in want:
-                branch.add_frame(state, frame)
-    return {b.name: b.finish_video(s) for b, s in zip(branches, states)}
+        feed.add(frame)
+    return feed.finish()
 
 
 def check_arrays(branch: str, arrays: Mapping[str, np.ndarray]) -> None:
