@@ -34,6 +34,7 @@ rejected naming the line.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
@@ -46,6 +47,7 @@ from vqa_pipe.pipeline.manifest import (
     ManifestError,
     ManifestRow,
     parse_optional_number,
+    read_utf8_text,
 )
 
 _MAX_LISTED = 20
@@ -184,11 +186,12 @@ def read_labels(
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            return fh.read().splitlines()
-    except UnicodeDecodeError as err:
-        raise ManifestError(f"{path}: not a UTF-8 text file ({err})") from None
+    return read_utf8_text(path, "label file").splitlines()
+
+
+def _open_text(path: Path) -> io.StringIO:
+    """A label file's text as a stream for :mod:`csv` (UTF-8 only, see ``read_utf8_text``)."""
+    return io.StringIO(read_utf8_text(path, "label file"), newline="")
 
 
 def _looks_like_labels_txt(first_line: str) -> bool:
@@ -242,7 +245,7 @@ def _parse_labels_txt(path: Path, video_id: Callable[[str], str]) -> list[_Recor
 def _parse_metadata_csv(path: Path, columns: MetadataColumns) -> list[_Record]:
     records = []
     problems = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with _open_text(path) as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
@@ -474,7 +477,7 @@ def _generic_csv(path: Path, root: Path, drop_nan: bool, mos_scale: str | None) 
     """
     records = []
     problems = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with _open_text(path) as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
