@@ -273,10 +273,20 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | os.PathLike[str]) ->
     Paths inside the manifest's folder are written relative to it, others absolute.
 
     Raises:
-        ManifestError: two rows share a ``video_id``.
+        ManifestError: two rows share a ``video_id``, or ``path`` cannot be written (a folder,
+            a folder that cannot be created or written to, a full disk); the message names
+            ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        _cannot_write(path, "it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            _cannot_write(path, f"{blocker} is a file, not a folder")
+        _cannot_write(path, f"its folder cannot be created ({_reason(err)})")
     folder = path.absolute().parent
     seen: set[str] = set()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -295,10 +305,24 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | os.PathLike[str]) ->
                 cells["path"] = manifest_path_text(row.path, folder)
                 writer.writerow([_format(cells[name]) for name in COLUMNS])
         os.replace(tmp, path)
+    except OSError as err:
+        _cannot_write(path, _reason(err))
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return path
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def _cannot_write(path: Path, reason: str) -> None:
+    raise ManifestError(
+        f"cannot write the manifest {path}: {reason}; choose another output file (--out)"
+    ) from None
 
 
 def find_missing(rows: Iterable[ManifestRow]) -> list[ManifestRow]:
