@@ -225,24 +225,27 @@ def test_info_mat_that_is_not_hdf5_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("dataset", "name", "text"),
+    ("dataset", "name", "text", "line"),
     [
-        ("konvid", "labels.txt", "a.mp4, -1, -1, 3\n../../../etc/passwd, -1, -1, 3\n"),
-        ("konvid", "labels.txt", "a.mp4, -1, -1, 3\n/etc/passwd, -1, -1, 3\n"),
-        ("csv", "labels.csv", "path,mos\na.mp4,3\nsub/../../outside.mp4,4\n"),
-        ("konvid", "KONVID_1K_metadata.csv", "flickr_id,mos\n1,3\n../../2,4\n"),
+        ("konvid", "labels.txt", "a.mp4, -1, -1, 3\n../../../etc/passwd, -1, -1, 3\n", 2),
+        ("konvid", "labels.txt", "a.mp4, -1, -1, 3\n/etc/passwd, -1, -1, 3\n", 2),
+        ("csv", "labels.csv", "path,mos\na.mp4,3\nsub/../../outside.mp4,4\n", 3),
+        ("konvid", "KONVID_1K_metadata.csv", "flickr_id,mos\n1,3\n../../2,4\n", 3),
     ],
 )
-def test_label_paths_leaving_the_root_are_refused_naming_the_line(tmp_path, dataset, name, text):
+def test_label_paths_leaving_the_root_are_refused_naming_the_line(
+    tmp_path, dataset, name, text, line
+):
     root = tmp_path / "root"
     root.mkdir()
     (root / name).write_text(text)
     with pytest.raises(ManifestError, match="outside the dataset root") as caught:
         read_labels(dataset, root, root / name)
     message = str(caught.value)
-    assert "line 3" in message and str(root) in message and "allow_outside_root" in message
+    assert f"line {line}:" in message and str(root) in message
+    assert "allow_outside_root" in message
     table = read_labels(dataset, root, root / name, allow_outside_root=True)
-    assert len(table.rows) == 2
+    assert len(table.rows) == 2 and [n for n, _ in table.outside_root] == [line]
 
 
 def test_stage_refuses_outside_paths_unless_allowed(tmp_path):
@@ -494,7 +497,7 @@ def test_every_background_failure_is_one_line_naming_the_video(tmp_path):
                 list(video.frames)
             reasons[video.key] = str(caught.value)
     assert list(reasons) == ["plan", "nul", "dir", "corrupt"]
-    for key, path in items:
+    for key in reasons:
         assert _one_line(reasons[key]), reasons[key]
     assert reasons["plan"].startswith(str(plain)) and "first line second line" in reasons["plan"]
     assert reasons["nul"].startswith(str(tmp_path / "a\\x00b.mp4"))
