@@ -67,15 +67,30 @@ BACKENDS = ("auto", "decord", "pyav")
 
 
 class DecodeError(VqaPipeError):
-    """A video could not be decoded; ``str()`` names the file and the reason."""
+    """A video could not be decoded; ``str()`` is one line: the file, then the reason.
+
+    ``path`` is the path as given; in the message, characters that would break the line
+    (newlines, control characters, undecodable bytes) are shown as Python escapes, and the
+    reason's runs of white space (FFmpeg and decord messages may span lines) become one space.
+    """
 
     def __init__(self, path: str | os.PathLike, reason: str = "cannot be decoded") -> None:
         self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        if isinstance(self.path, bytes):
+            self.path = os.fsdecode(self.path)
+        self.reason = " ".join(str(reason).split()) or "cannot be decoded"
+        super().__init__(f"{printable_path(self.path)}: {self.reason}")
 
     def __reduce__(self):
         return (type(self), (self.path, self.reason))
+
+
+def printable_path(path: str) -> str:
+    """``path`` with characters that are not printable shown as escapes (``\\n``, ``\\x00``)."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in path
+    )
 
 
 class DecodeTimeout(DecodeError):
