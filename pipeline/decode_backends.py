@@ -96,6 +96,7 @@ class ProbeResult:
     rotation: int  # counter-clockwise degrees, a multiple of 90 in [0, 360)
     codec: str
     pix_fmt: str
+    frame_times: tuple[float, ...] | None = None  # presentation times, see packet_times
 
 
 @functools.lru_cache(maxsize=1)
@@ -286,23 +287,55 @@ def pyav_probe(path: str) -> ProbeResult:
             raise BackendError("the video stream holds no decodable frame")
         width, height, rotation = first.width, first.height, _rotation_of(first)
         pix_fmt = pix_fmt or first.format.name
+    count, times = packet_times(path, strict=n_frames <= 0)
     if n_frames <= 0:
-        n_frames = _count_packets(path)
+        n_frames = count
+    elif times is not None and not 0 <= n_frames - len(times) <= max(3, 0.02 * n_frames):
+        times = None  # the header and the packets disagree (a cut file): decoding will tell
     if duration_s <= 0 and fps > 0:
         duration_s = n_frames / fps
     if fps <= 0 and duration_s > 0:
         fps = n_frames / duration_s
-    return ProbeResult(width, height, fps, n_frames, duration_s, rotation, codec, pix_fmt)
+    return ProbeResult(width, height, fps, n_frames, duration_s, rotation, codec, pix_fmt,
+                       times)
 
 
-def _count_packets(path: str) -> int:
-    """Frame count by demuxing (no decoding) when the header does not say."""
+def packet_times(path: str, *, strict: bool = True) -> tuple[int, tuple[float, ...] | None]:
+    """Frame count and presentation times of the video stream, by demuxing (no decoding).
+
+    The times are the packets' ``pts`` in display order, in seconds from the stream's start
+    time (the origin decoded frames' ``time_s`` use), for the packets a decoder turns into
+    frames (empty and discarded packets are left out). They are ``None`` when a packet has
+    no ``pts`` (raw elementary streams), or, unless ``strict``, when demuxing fails part-way.
+
+    Raises:
+        BackendError: demuxing fails and ``strict`` is set.
+    """
     with _open(path) as container:
         stream = container.streams.video[0]
+        pts: list[int] = []
+        count, timed = 0, True
         try:
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            for packet in container.demux(stream):
+                if not packet.size or packet.is_discard:
+                    continue
+                count += 1
+                if packet.pts is None:
+                    timed = False
+                elif timed:
+                    pts.append(packet.pts)
         except av.FFmpegError as err:
-            raise BackendError(f"demuxing failed ({_ffmpeg_reason(err)})") from None
+            if strict:
+                raise BackendError(f"demuxing failed ({_ffmpeg_reason(err)})") from None
+            return count, None
+        time_base = stream.time_base
+        start = stream.start_time
+    if not (timed and pts and time_base):
+        return count, None
+    ticks = np.sort(np.asarray(pts, dtype=np.int64))
+    origin = start if start is not None else int(ticks[0])
+    seconds = (ticks - origin).astype(np.float64) * time_base.numerator / time_base.denominator
+    return count, tuple(seconds.tolist())
 
 
 def pyav_read(path: str, indices: Sequence[int], rotation: int) -> Iterator[RawFrame]:

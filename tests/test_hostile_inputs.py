@@ -396,7 +396,7 @@ def make_vfr_video(path: Path, times_ms, *, codec: str = "libx264", start_ms: in
 
 def _by_time(times_s, fps):
     """The expected picks: frame shown at the middle of each of k equal time segments."""
-    duration = times_s[-1] + (times_s[-1] - times_s[-2]) - times_s[0]
+    duration = times_s[-1] + float(np.median(np.diff(times_s))) - times_s[0]
     k = max(1, round(duration * fps))
     picks = []
     for i in range(k):
