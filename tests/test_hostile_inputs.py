@@ -310,6 +310,12 @@ def not_videos(tmp_path_factory) -> dict[str, Path]:
     out["sdp"] = d / "session.mp4"
     out["sdp"].write_text("v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\n"
                           "t=0 0\nm=video 5004 RTP/AVP 96\na=rtpmap:96 H264/90000\n")
+    out["avif"] = d / "photo_avif.mp4"  # an ISO-BMFF image: the MP4 demuxer reads it as a video
+    try:
+        picture.save(out["avif"], format="AVIF")
+    except (KeyError, OSError, ValueError):  # a Pillow without AVIF: its first bytes will do
+        out["avif"].write_bytes(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf"
+                                + bytes(64))
     out["text"] = d / "notes.mp4"
     out["text"].write_text("caf\u00e9 " * 100)
     return out
@@ -319,7 +325,7 @@ NOT_VIDEOS = [
     ("jpeg", "JPEG image"), ("png", "PNG image"), ("bmp", "BMP image"), ("webp", "WebP image"),
     ("jpg_named_jpg", "JPEG image"), ("gif", "GIF image"),
     ("ffconcat", "ffconcat playlist"), ("m3u8", "HLS playlist"), ("m3u8_as_mp4", "HLS playlist"),
-    ("sdp", "SDP session description"), ("text", "text file"),
+    ("sdp", "SDP session description"), ("text", "text file"), ("avif", "HEIF/AVIF image"),
 ]
 
 
