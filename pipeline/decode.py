@@ -43,6 +43,17 @@ decoded frame: same pixels and ``time_s``, the requested ``index`` (so consumers
 that match frames by index still get every frame they planned for). A larger
 shortfall, such as a truncated file, is a :class:`DecodeError`.
 
+Inputs: only video containers are opened (MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV,
+WMV, Ogg, MXF, NUT, Y4M, IVF and raw H.264/H.265/MPEG streams: ``decode_backends.VIDEO_DEMUXERS``),
+and only as local files. Still and animated images (JPEG, PNG, GIF, WebP, HEIF/AVIF...),
+playlists (ffconcat, HLS, DASH), image sequences and SDP files are refused with a
+:class:`DecodeError` saying what the file is, whatever its name.
+
+Time: frames are sampled by presentation time. :func:`probe` reads every packet's pts (a
+demux pass, no decoding) into ``VideoInfo.frame_times``; :class:`FrameSampling` follows them
+for variable-frame-rate videos, and ``Frame.time_s`` is the decoded frame's pts (PyAV) or
+decord's timestamp of it, both in seconds from the stream's start.
+
 Hangs: :func:`iter_frames` runs in the calling process and cannot be interrupted.
 :func:`decode_in_background` decodes in a worker process that is killed after
 ``timeout_s`` without progress; use it for any batch of untrusted files.
@@ -205,10 +216,11 @@ def vfr_indices(info: VideoInfo, fps: float | None, max_frames: int | None) -> l
     """Frames evenly spaced in presentation time, from ``info.frame_times``.
 
     The video lasts from its first frame's time to its last frame's time plus the median
-    frame interval (the last frame's own duration is not known); it is cut into ``k = round(duration * fps)`` equal segments (every frame:
-    ``fps=None``), at most ``max_frames``, and the frame on screen at the middle of each
-    segment is taken. A frame shown through several segment middles is taken once, so a
-    video with long-held frames gives fewer than ``k`` frames.
+    frame interval (the last frame's own duration is not known). It is cut into
+    ``k = round(duration * fps)`` equal segments (every frame: ``fps=None``), at most
+    ``max_frames``, and the frame on screen at the middle of each segment is taken. A frame
+    shown through several segment middles is taken once, so a video with long-held frames
+    gives fewer than ``k`` frames.
     """
     times = np.asarray(info.frame_times, dtype=np.float64)
     n = len(times)
