@@ -85,6 +85,14 @@ def test_utf16_label_file_is_named_as_such(tmp_path):
     assert f"{path}:1:" in str(caught.value) and _one_line(str(caught.value))
 
 
+def test_utf16_without_bom_or_a_binary_file_is_named_by_its_nul_byte(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(LATIN1_CSV.encode("utf-16-le"))
+    with pytest.raises(ManifestError, match="NUL byte") as caught:
+        read_labels("csv", tmp_path, path)
+    assert f"{path}:1:" in str(caught.value) and _one_line(str(caught.value))
+
+
 def test_latin1_manifest_is_refused_naming_file_and_line(tmp_path):
     path = tmp_path / "m.csv"
     body = "video_id,path,mos,mos_scale\na,a.mp4,3,1-5\ncaf\u00e9,b.mp4,3,1-5\n"
