@@ -29,11 +29,19 @@ folder (``yfcc-batch1/747``), as LSVQ's own ``name`` column does.
 Rows with a NaN MOS are rejected naming their lines, or dropped (and counted) with
 ``drop_nan=True``; a non-numeric MOS, a MOS outside the scale and a duplicate id are always
 rejected naming the line.
+
+Video paths must stay inside ``root``: a label path such as ``../../../etc/passwd`` or an
+absolute path elsewhere is rejected naming its line, unless ``allow_outside_root=True``. The
+check is on the path as written (``..`` resolved lexically, the way the manifest will hold it),
+so a symbolic link inside the root is accepted wherever it points: linking a dataset's videos in
+from another disk is the usual way to assemble a root, and making the link took a decision by
+whoever owns the root.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
@@ -46,6 +54,7 @@ from vqa_pipe.pipeline.manifest import (
     ManifestError,
     ManifestRow,
     parse_optional_number,
+    read_utf8_text,
 )
 from vqa_pipe.pipeline.registry import Registry
 
@@ -60,6 +69,8 @@ class LabelTable:
     rows: list[ManifestRow]
     nan_lines: list[int] = field(default_factory=list)
     mos_scale: str | None = None
+    outside_root: list[tuple[int, Path]] = field(default_factory=list)
+    """(line, path) of the rows whose video path lies outside the root (they are in ``rows``)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ def read_labels(
     *,
     drop_nan: bool = False,
     mos_scale: str | None = None,
+    allow_outside_root: bool = False,
 ) -> LabelTable:
     """Read the label file of dataset ``name`` into manifest rows (paths under ``root``).
 
@@ -153,9 +165,12 @@ def read_labels(
         drop_nan: drop rows whose MOS is NaN instead of rejecting the file.
         mos_scale: the scale of a ``csv`` dataset (inferred from the values when ``None``);
             other datasets have a fixed scale and refuse a different one.
+        allow_outside_root: accept video paths that lead outside ``root`` (``..``, absolute
+            paths); they are listed in ``outside_root`` either way.
 
     Raises:
-        ManifestError: the file is missing or malformed; the message names file and lines.
+        ManifestError: the file is missing or malformed, or (without ``allow_outside_root``)
+            a video path leaves ``root``; the message names file and lines.
     """
     spec = get_dataset(name)
     root = Path(root)
@@ -170,18 +185,38 @@ def read_labels(
     path = Path(labels) if labels is not None else spec.find_label_file(root)
     if not path.is_file():
         raise ManifestError(f"label file {path} does not exist")
-    return spec.reader(path, root, drop_nan, mos_scale or spec.mos_scale)
+    table = spec.reader(path, root, drop_nan, mos_scale or spec.mos_scale)
+    if table.outside_root and not allow_outside_root:
+        _raise_problems(
+            path,
+            [f"line {line}: {video} is outside the dataset root" for line, video in
+             table.outside_root],
+            hint=f"video paths must stay inside the dataset root {os.path.abspath(root)}; "
+            "allow_outside_root (--allow-outside-root) accepts them",
+        )
+    return table
+
+
+def outside_root(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (relative to ``root`` or absolute) leads outside ``root``.
+
+    Lexical: ``..`` is resolved on the text, symbolic links are not followed.
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    target = os.path.normpath(os.path.join(base, os.fspath(path)))
+    return os.path.commonpath([base, target]) != base
 
 
 # --------------------------------------------------------------------------- parsing helpers
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            return fh.read().splitlines()
-    except UnicodeDecodeError as err:
-        raise ManifestError(f"{path}: not a UTF-8 text file ({err})") from None
+    return read_utf8_text(path, "label file").splitlines()
+
+
+def _open_text(path: Path) -> io.StringIO:
+    """A label file's text as a stream for :mod:`csv` (UTF-8 only, see ``read_utf8_text``)."""
+    return io.StringIO(read_utf8_text(path, "label file"), newline="")
 
 
 def _looks_like_labels_txt(first_line: str) -> bool:
@@ -235,7 +270,7 @@ def _parse_labels_txt(path: Path, video_id: Callable[[str], str]) -> list[_Recor
 def _parse_metadata_csv(path: Path, columns: MetadataColumns) -> list[_Record]:
     records = []
     problems = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with _open_text(path) as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
@@ -353,6 +388,7 @@ def _finish(
 
     seen: dict[str, int] = {}
     rows: list[ManifestRow] = []
+    outside: list[tuple[int, Path]] = []
     for rec, mos in kept:
         if rec.video_id in seen:
             problems.append(
@@ -369,11 +405,14 @@ def _finish(
                     "(is this the right dataset?)"
                 )
                 continue
+        video = _pick_path(root, rec.candidates)
+        if outside_root(video, root):
+            outside.append((rec.line, video))
         try:
             rows.append(
                 ManifestRow(
                     video_id=rec.video_id,
-                    path=_pick_path(root, rec.candidates),
+                    path=video,
                     mos=mos,
                     mos_scale=mos_scale if mos is not None else None,
                     width=rec.width,
@@ -386,7 +425,8 @@ def _finish(
         except ManifestError as err:
             problems.append(f"line {rec.line}: {err}")
     _raise_problems(path, problems)
-    return LabelTable(source=path, rows=rows, nan_lines=nan_lines, mos_scale=mos_scale)
+    return LabelTable(source=path, rows=rows, nan_lines=nan_lines, mos_scale=mos_scale,
+                      outside_root=outside)
 
 
 # --------------------------------------------------------------------------- readers
@@ -467,7 +507,7 @@ def _generic_csv(path: Path, root: Path, drop_nan: bool, mos_scale: str | None) 
     """
     records = []
     problems = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with _open_text(path) as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header

@@ -43,6 +43,17 @@ decoded frame: same pixels and ``time_s``, the requested ``index`` (so consumers
 that match frames by index still get every frame they planned for). A larger
 shortfall, such as a truncated file, is a :class:`DecodeError`.
 
+Inputs: only video containers are opened (MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV,
+WMV, Ogg, MXF, NUT, Y4M, IVF and raw H.264/H.265/MPEG streams: ``decode_backends.VIDEO_DEMUXERS``),
+and only as local files. Still and animated images (JPEG, PNG, GIF, WebP, HEIF/AVIF...),
+playlists (ffconcat, HLS, DASH), image sequences and SDP files are refused with a
+:class:`DecodeError` saying what the file is, whatever its name.
+
+Time: frames are sampled by presentation time. :func:`probe` reads every packet's pts (a
+demux pass, no decoding) into ``VideoInfo.frame_times``; :class:`FrameSampling` follows them
+for variable-frame-rate videos, and ``Frame.time_s`` is the decoded frame's pts (PyAV) or
+decord's timestamp of it, both in seconds from the stream's start.
+
 Hangs: :func:`iter_frames` runs in the calling process and cannot be interrupted.
 :func:`decode_in_background` decodes in a worker process that is killed after
 ``timeout_s`` without progress; use it for any batch of untrusted files.
@@ -67,15 +78,30 @@ BACKENDS = ("auto", "decord", "pyav")
 
 
 class DecodeError(VqaPipeError):
-    """A video could not be decoded; ``str()`` names the file and the reason."""
+    """A video could not be decoded; ``str()`` is one line: the file, then the reason.
+
+    ``path`` is the path as given; in the message, characters that would break the line
+    (newlines, control characters, undecodable bytes) are shown as Python escapes, and the
+    reason's runs of white space (FFmpeg and decord messages may span lines) become one space.
+    """
 
     def __init__(self, path: str | os.PathLike, reason: str = "cannot be decoded") -> None:
         self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        if isinstance(self.path, bytes):
+            self.path = os.fsdecode(self.path)
+        self.reason = " ".join(str(reason).split()) or "cannot be decoded"
+        super().__init__(f"{printable_path(self.path)}: {self.reason}")
 
     def __reduce__(self):
         return (type(self), (self.path, self.reason))
+
+
+def printable_path(path: str) -> str:
+    """``path`` with characters that are not printable shown as escapes (``\\n``, ``\\x00``)."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in path
+    )
 
 
 class DecodeTimeout(DecodeError):
@@ -98,6 +124,9 @@ class VideoInfo:
     rotation: int = 0  # counter-clockwise degrees applied to reach display orientation
     codec: str = ""
     pix_fmt: str = ""
+    frame_times: tuple[float, ...] | None = None
+    """Presentation time (s, from the stream start) of each frame in display order, from the
+    packets' pts; ``None`` when unknown (no pts, or packets that disagree with the header)."""
 
 
 @runtime_checkable
@@ -111,8 +140,9 @@ class FramePlan(Protocol):
 class FrameSampling:
     """Frames evenly spaced in time: ``fps`` per second (``None``: every frame), capped.
 
-    The video is cut into ``k`` equal time segments and the frame at the middle
-    of each is taken, so indices are sorted, unique and within range.
+    The video is cut into ``k`` equal time segments and the frame shown at the middle
+    of each is taken, so indices are sorted, unique and within range. Time is the
+    presentation time (pts): for a variable-frame-rate video see :func:`vfr_indices`.
     """
 
     fps: float | None = 2.0
@@ -145,6 +175,8 @@ class FrameSampling:
         return cls(value, max_frames)
 
     def indices(self, info: VideoInfo) -> list[int]:
+        if variable_frame_times(info) is not None:
+            return vfr_indices(info, self.fps, self.max_frames)
         n = int(info.n_frames)
         if n <= 0:
             return []
@@ -158,6 +190,50 @@ class FrameSampling:
             return list(range(n))
         step = n / k
         return [int((i + 0.5) * step) for i in range(k)]
+
+
+def variable_frame_times(info: VideoInfo) -> tuple[float, ...] | None:
+    """``info.frame_times`` when frame index and time part ways, else ``None``.
+
+    They part ways when some frame is shown more than a quarter of the mean frame interval
+    away from where a constant frame rate would put it (index × mean interval): then taking
+    frames evenly by index would not take them evenly in time. Timestamps rounded to the
+    container's time base stay far below that, so constant-rate videos keep the index rule
+    exactly.
+    """
+    times = getattr(info, "frame_times", None)
+    if not times or len(times) < 3:
+        return None
+    stamps = np.asarray(times, dtype=np.float64)
+    mean = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    if not mean > 0:
+        return tuple(times)
+    drift = np.abs(stamps - stamps[0] - mean * np.arange(len(stamps)))
+    return tuple(times) if drift.max() > 0.25 * mean else None
+
+
+def vfr_indices(info: VideoInfo, fps: float | None, max_frames: int | None) -> list[int]:
+    """Frames evenly spaced in presentation time, from ``info.frame_times``.
+
+    The video lasts from its first frame's time to its last frame's time plus the median
+    frame interval (the last frame's own duration is not known). It is cut into
+    ``k = round(duration * fps)`` equal segments (every frame: ``fps=None``), at most
+    ``max_frames``, and the frame on screen at the middle of each segment is taken. A frame
+    shown through several segment middles is taken once, so a video with long-held frames
+    gives fewer than ``k`` frames.
+    """
+    times = np.asarray(info.frame_times, dtype=np.float64)
+    n = len(times)
+    if n <= 1:
+        return list(range(n))
+    duration = times[-1] + float(np.median(np.diff(times))) - times[0]
+    k = n if fps is None else max(1, round(duration * fps))
+    k = min(k, n, max_frames or n)
+    if k == n:
+        return list(range(n))
+    middles = times[0] + (np.arange(k) + 0.5) * (duration / k)
+    shown = np.searchsorted(times, middles + 1e-9 * max(1.0, duration), side="right") - 1
+    return sorted({int(i) for i in np.clip(shown, 0, n - 1)})
 
 
 @dataclass
@@ -204,7 +280,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     if found.rotation in (90, 270):
         width, height = height, width
     return VideoInfo(width, height, found.fps, found.n_frames, found.duration_s,
-                     found.rotation, found.codec, found.pix_fmt)
+                     found.rotation, found.codec, found.pix_fmt, found.frame_times)
 
 
 def check_backend(backend: str) -> None:

@@ -3,6 +3,14 @@
 Readers yield ``(index, time_s, rgb)`` tuples for a non-decreasing list of frame
 indices and raise :class:`BackendError` with a reason (without the file name:
 :mod:`~vqa_pipe.pipeline.decode` adds it). Use the public API in ``decode`` instead.
+
+What is opened: only the container formats in :data:`VIDEO_DEMUXERS` (FFmpeg's
+``format_whitelist``), only through the ``file`` protocol (``protocol_whitelist``). FFmpeg
+would otherwise take a JPEG or PNG named ``.mp4`` for a one-frame video, follow an ffconcat or
+HLS playlist to other files or URLs, read numbered image sequences, or open network streams
+named in an SDP file. A refused file is described from its first bytes (``sniff``) or, failing
+that, by the FFmpeg demuxer that would have read it. decord opens files itself, without these
+limits, so it is only ever given a file PyAV has opened under them (``decode.probe`` runs first).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import bisect
 import functools
 import math
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +33,44 @@ DECORD_CHUNK = 8  # frames per decord get_batch call
 DECORD_GROUP_BYTES = 128 * 2**20  # decoded frames decord_read holds between seeks
 DECORD_MAX_FILE_BYTES = 128 * 2**20  # larger files go to PyAV under "auto" (decord_read)
 TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})  # FFmpeg renders text files as video
+
+VIDEO_DEMUXERS: dict[str, str] = {
+    "mov": "MP4/MOV/M4V/3GP",
+    "matroska": "Matroska/WebM",
+    "avi": "AVI",
+    "mpegts": "MPEG-TS",
+    "mpeg": "MPEG-PS/VOB",
+    "flv": "FLV",
+    "asf": "ASF/WMV",
+    "ogg": "Ogg",
+    "mxf": "MXF",
+    "nut": "NUT",
+    "rm": "RealMedia",
+    "dv": "DV",
+    "yuv4mpegpipe": "Y4M",
+    "ivf": "IVF",
+    "obu": "AV1 OBU",
+    "h264": "raw H.264",
+    "hevc": "raw H.265",
+    "vvc": "raw H.266",
+    "m4v": "raw MPEG-4 video",
+    "mpegvideo": "raw MPEG-1/2 video",
+}
+"""FFmpeg demuxers a video may be read with (name: what users call it). Each reads only the
+file it is given. Not here: image formats (still images and GIF/APNG/WebP animations),
+playlists and manifests (concat, hls, dash), image sequences (image2), network descriptions
+(sdp, rtsp), and the many game, audio and subtitle formats FFmpeg also reads."""
+
+# Demuxers that open other files, URLs or devices: never used, not even to name a refused file.
+_OPENS_OTHERS = frozenset({
+    "concat", "hls", "dash", "image2", "dvdvideo", "imf", "mlv", "vobsub", "sdp", "rtsp",
+    "rtp", "sap", "webm_dash_manifest", "lavfi", "avisynth", "vapoursynth", "alsa", "fbdev",
+    "kmsgrab", "oss", "video4linux2", "v4l2", "x11grab", "xcbgrab", "pulse", "jack",
+})
+_SNIFF_BYTES = 4096
+_ISO_IMAGE_BRANDS = frozenset({
+    b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis",
+})
 
 
 class BackendError(VqaPipeError):
@@ -49,11 +96,55 @@ class ProbeResult:
     rotation: int  # counter-clockwise degrees, a multiple of 90 in [0, 360)
     codec: str
     pix_fmt: str
+    frame_times: tuple[float, ...] | None = None  # presentation times, see packet_times
+
+
+@functools.lru_cache(maxsize=1)
+def _open_options() -> dict[str, str]:
+    available = {part for name in av.formats_available for part in name.split(",")}
+    return {
+        "format_whitelist": ",".join(n for n in VIDEO_DEMUXERS if n in available),
+        "protocol_whitelist": "file",
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _naming_options() -> dict[str, str]:
+    """Open options that let any self-contained demuxer read a file, only to name what it is."""
+    names = set()
+    for name in av.formats_available:
+        try:
+            if not av.ContainerFormat(name).is_input:
+                continue
+        except (ValueError, av.FFmpegError):
+            continue
+        parts = set(name.split(","))
+        if not parts & _OPENS_OTHERS:
+            names |= parts
+    return {"format_whitelist": ",".join(sorted(names)), "protocol_whitelist": "file"}
 
 
 def _open(path: str) -> av.container.InputContainer:
+    """Open ``path`` with PyAV, accepting only the container formats in VIDEO_DEMUXERS."""
     try:
-        return av.open(path, mode="r", metadata_errors="ignore")
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise BackendError("is a directory, not a video file")
+        if stat.S_ISREG(mode):
+            with open(path, "rb") as fh:
+                head = fh.read(64)
+            if head[4:8] == b"ftyp" and head[8:12] in _ISO_IMAGE_BRANDS:
+                raise BackendError(sniff(head) or "an image")  # the mov demuxer would take it
+    except FileNotFoundError:
+        raise BackendError("file not found") from None
+    except PermissionError:
+        raise BackendError("permission denied") from None
+    except ValueError:  # a NUL byte in the path
+        raise BackendError("the path holds a NUL byte") from None
+    except OSError as err:
+        raise BackendError(f"cannot be read ({err.strerror or err})") from None
+    try:
+        return av.open(path, mode="r", metadata_errors="ignore", container_options=_open_options())
     except FileNotFoundError:
         raise BackendError("file not found") from None
     except IsADirectoryError:
@@ -61,7 +152,88 @@ def _open(path: str) -> av.container.InputContainer:
     except PermissionError:
         raise BackendError("permission denied") from None
     except av.FFmpegError as err:
-        raise BackendError(f"not a readable video container ({_ffmpeg_reason(err)})") from None
+        raise BackendError(_refusal(path, err)) from None
+
+
+def _refusal(path: str, err: av.FFmpegError) -> str:
+    """Why ``path`` did not open: what it is when that can be told, else FFmpeg's reason."""
+    head = b""
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):
+            with open(path, "rb") as fh:
+                head = fh.read(_SNIFF_BYTES)
+    except OSError:
+        pass
+    why = sniff(head)
+    if why:
+        return why
+    if getattr(err, "errno", None) == 22:  # EINVAL: the format is not on the whitelist
+        try:
+            with av.open(path, mode="r", metadata_errors="ignore",
+                         container_options=_naming_options()) as container:
+                fmt = container.format
+                return (
+                    f"not a video container vqa-pipe reads: FFmpeg reads it as "
+                    f"{fmt.long_name} ({fmt.name}); accepted: {', '.join(VIDEO_DEMUXERS.values())}"
+                )
+        except av.FFmpegError:
+            pass
+    return f"not a readable video container ({_ffmpeg_reason(err)})"
+
+
+def sniff(head: bytes) -> str | None:
+    """Why a file whose first bytes are ``head`` is not a video, when they tell; else None."""
+    if not head:
+        return None
+    still = "not a video (vqa-pipe refuses still and animated images)"
+    magics = (
+        (b"\xff\xd8\xff", f"a JPEG image, {still}"),
+        (b"\x89PNG\r\n\x1a\n", f"a PNG image, {still}"),
+        (b"GIF87a", f"a GIF image, {still}"),
+        (b"GIF89a", f"a GIF image, {still}"),
+        (b"II*\x00", f"a TIFF image, {still}"),
+        (b"MM\x00*", f"a TIFF image, {still}"),
+        (b"\xff\x0a", f"a JPEG XL image, {still}"),
+        (b"\x00\x00\x00\x0cJXL ", f"a JPEG XL image, {still}"),
+        (b"\x00\x00\x00\x0cjP  ", f"a JPEG 2000 image, {still}"),
+        (b"BM", f"a BMP image, {still}"),
+        (b"%PDF", "a PDF document, not a video"),
+        (b"PK\x03\x04", "a ZIP archive, not a video"),
+    )
+    for magic, why in magics:
+        if head.startswith(magic):
+            return why
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return f"a WebP image, {still}"
+    if head[4:8] == b"ftyp" and head[8:12] in _ISO_IMAGE_BRANDS:
+        return f"a HEIF/AVIF image (brand {head[8:12].decode('ascii', 'replace')}), {still}"
+    text = _as_text(head)
+    if text is None:
+        return None
+    first = text.lstrip("\ufeff \t\r\n")
+    others = "it would make FFmpeg read other files or URLs"
+    if first.startswith("ffconcat version"):
+        return f"an ffconcat playlist, not a video ({others})"
+    if first.startswith("#EXTM3U"):
+        return f"an HLS playlist, not a video ({others})"
+    if first.startswith("<?xml") and "<MPD" in first:
+        return f"a DASH manifest, not a video ({others})"
+    if first.startswith("v=0"):
+        return "an SDP session description, not a video (it would make FFmpeg open network streams)"
+    return "a text file, not a video"
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` as text when it looks like a text file (UTF-8, no control bytes), else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not merely a character cut at the end of the sample
+            return None
+        text = head[: err.start].decode("utf-8")
+    if any(ord(c) < 32 and c not in "\t\r\n\f" for c in text):
+        return None
+    return text
 
 
 def _ffmpeg_reason(err: av.FFmpegError) -> str:
@@ -115,23 +287,55 @@ def pyav_probe(path: str) -> ProbeResult:
             raise BackendError("the video stream holds no decodable frame")
         width, height, rotation = first.width, first.height, _rotation_of(first)
         pix_fmt = pix_fmt or first.format.name
+    count, times = packet_times(path, strict=n_frames <= 0)
     if n_frames <= 0:
-        n_frames = _count_packets(path)
+        n_frames = count
+    elif times is not None and not 0 <= n_frames - len(times) <= max(3, 0.02 * n_frames):
+        times = None  # the header and the packets disagree (a cut file): decoding will tell
     if duration_s <= 0 and fps > 0:
         duration_s = n_frames / fps
     if fps <= 0 and duration_s > 0:
         fps = n_frames / duration_s
-    return ProbeResult(width, height, fps, n_frames, duration_s, rotation, codec, pix_fmt)
+    return ProbeResult(width, height, fps, n_frames, duration_s, rotation, codec, pix_fmt,
+                       times)
 
 
-def _count_packets(path: str) -> int:
-    """Frame count by demuxing (no decoding) when the header does not say."""
+def packet_times(path: str, *, strict: bool = True) -> tuple[int, tuple[float, ...] | None]:
+    """Frame count and presentation times of the video stream, by demuxing (no decoding).
+
+    The times are the packets' ``pts`` in display order, in seconds from the stream's start
+    time (the origin decoded frames' ``time_s`` use), for the packets a decoder turns into
+    frames (empty and discarded packets are left out). They are ``None`` when a packet has
+    no ``pts`` (raw elementary streams), or, unless ``strict``, when demuxing fails part-way.
+
+    Raises:
+        BackendError: demuxing fails and ``strict`` is set.
+    """
     with _open(path) as container:
         stream = container.streams.video[0]
+        pts: list[int] = []
+        count, timed = 0, True
         try:
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            for packet in container.demux(stream):
+                if not packet.size or packet.is_discard:
+                    continue
+                count += 1
+                if packet.pts is None:
+                    timed = False
+                elif timed:
+                    pts.append(packet.pts)
         except av.FFmpegError as err:
-            raise BackendError(f"demuxing failed ({_ffmpeg_reason(err)})") from None
+            if strict:
+                raise BackendError(f"demuxing failed ({_ffmpeg_reason(err)})") from None
+            return count, None
+        time_base = stream.time_base
+        start = stream.start_time
+    if not (timed and pts and time_base):
+        return count, None
+    ticks = np.sort(np.asarray(pts, dtype=np.int64))
+    origin = start if start is not None else int(ticks[0])
+    seconds = (ticks - origin).astype(np.float64) * time_base.numerator / time_base.denominator
+    return count, tuple(seconds.tolist())
 
 
 def pyav_read(path: str, indices: Sequence[int], rotation: int) -> Iterator[RawFrame]:

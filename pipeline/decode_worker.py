@@ -104,8 +104,8 @@ def _decode_one(task: _Task, plan, backend: str, shared: _Shared, send) -> None:
     seq = task.seq
     try:
         info = probe(task.path)
-    except DecodeError as err:
-        send(("error", seq, err))
+    except Exception as err:  # a DecodeError, or a bug: this video fails with the reason
+        send(("error", seq, _as_decode_error(task, err)))
         return
     started: list[tuple[str, str | None]] = []
     frames: Iterator[Frame] = iter(())

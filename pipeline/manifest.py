@@ -10,11 +10,17 @@ writes paths relative to that folder when the video lies inside it (so a manifes
 its data) and absolute otherwise.
 
 Every error names the file and the line (line 1 is the header).
+
+Label files and manifests are read as UTF-8 (a byte-order mark is dropped). Any other encoding is
+refused naming the first line that is not UTF-8: a byte above 0x7F in a Latin-1 file is just as
+valid in Windows-1252, Latin-9 or Mac Roman, so guessing could turn ``café.mp4`` into a file
+name that does not exist, or, worse, into another video id, without a word.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -127,6 +133,47 @@ def parse_optional_number(text: str, kind: type) -> float | int | None:
     return value
 
 
+def read_utf8_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The text of a UTF-8 ``path`` (a leading byte-order mark is dropped).
+
+    Raises:
+        ManifestError: the file cannot be read, or it is not UTF-8 text (UTF-16, Latin-1 and
+            other 8-bit encodings, binary files); the message names the file, the line and
+            how to convert it. ``what`` names the kind of file in the message.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ManifestError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    convert = (
+        f"save it as UTF-8 (from Latin-1 or Windows-1252: iconv -f cp1252 -t utf-8 "
+        f"'{path}' > fixed; check the result)"
+    )
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ManifestError(
+            f"{path}:1: this {what} is UTF-16 text (it starts with a UTF-16 byte-order mark); "
+            f"a {what} must be UTF-8: save it as UTF-8 (iconv -f utf-16 -t utf-8 '{path}' > fixed)"
+        )
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ManifestError(
+            f"{path}:{line}: holds a NUL byte: this is a binary file "
+            f"or UTF-16 text, not a UTF-8 {what}; {convert}"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - data.rfind(b"\n", 0, err.start)
+        raise ManifestError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); "
+            f"a {what} must be UTF-8, and the encoding it was written in cannot be told for "
+            f"sure: {convert}"
+        ) from None
+
+
 def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRow]:
     """Read and validate a manifest CSV; paths come back absolute.
 
@@ -140,7 +187,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRow]:
     folder = path.absolute().parent
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_utf8_text(path, "manifest"), newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         unknown = [c for c in header if c not in COLUMNS]
@@ -226,10 +273,20 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | os.PathLike[str]) ->
     Paths inside the manifest's folder are written relative to it, others absolute.
 
     Raises:
-        ManifestError: two rows share a ``video_id``.
+        ManifestError: two rows share a ``video_id``, or ``path`` cannot be written (a folder,
+            a folder that cannot be created or written to, a full disk); the message names
+            ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        _cannot_write(path, "it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            _cannot_write(path, f"{blocker} is a file, not a folder")
+        _cannot_write(path, f"its folder cannot be created ({_reason(err)})")
     folder = path.absolute().parent
     seen: set[str] = set()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -248,10 +305,24 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | os.PathLike[str]) ->
                 cells["path"] = manifest_path_text(row.path, folder)
                 writer.writerow([_format(cells[name]) for name in COLUMNS])
         os.replace(tmp, path)
+    except OSError as err:
+        _cannot_write(path, _reason(err))
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return path
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def _cannot_write(path: Path, reason: str) -> None:
+    raise ManifestError(
+        f"cannot write the manifest {path}: {reason}; choose another output file (--out)"
+    ) from None
 
 
 def find_missing(rows: Iterable[ManifestRow]) -> list[ManifestRow]:

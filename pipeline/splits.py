@@ -214,43 +214,129 @@ def match_ids(names: Iterable[str], video_ids: Iterable[str], *, what: str) -> d
 
 
 # --------------------------------------------------------------------------- KoNViD-1k
-def _read_mat_strings(f, refs) -> list[str]:
-    out = []
-    for ref in np.asarray(refs).ravel():
-        chars = np.asarray(f[ref][()]).ravel()
-        out.append("".join(chr(int(c)) for c in chars))
-    return out
+_INFO_KEYS = "video_names (cell of file names), scores, index (videos x permutations), ref_ids"
+
+
+class _InfoMat:
+    """Checked access to the keys of a KoNViD-1kinfo.mat; every error names the file and key."""
+
+    def __init__(self, f, path: Path) -> None:
+        self.f, self.path = f, path
+
+    def fail(self, key: str, problem: str) -> SplitError:
+        return SplitError(
+            f"{self.path}: key '{key}' {problem}; a KoNViD-1kinfo.mat (VSFA's, MATLAB v7.3) "
+            f"holds {_INFO_KEYS}"
+        )
+
+    def dataset(self, key: str, *, required: bool = True):
+        import h5py
+
+        if key not in self.f:
+            if not required:
+                return None
+            raise self.fail(key, "is missing")
+        item = self.f[key]
+        if not isinstance(item, h5py.Dataset):
+            raise self.fail(key, f"is a {type(item).__name__.lower()}, not an array")
+        return item
+
+    def numbers(self, key: str, *, required: bool = True) -> np.ndarray | None:
+        """A numeric array whose values are all finite whole numbers (ids) or finite (scores)."""
+        item = self.dataset(key, required=required)
+        if item is None:
+            return None
+        if item.dtype.kind not in "fiu":
+            raise self.fail(key, f"holds {item.dtype} values, not numbers")
+        values = np.asarray(item[()], dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise self.fail(key, "holds NaN or infinite values")
+        return values
+
+    def whole_numbers(self, key: str) -> np.ndarray:
+        values = self.numbers(key)
+        assert values is not None
+        if not np.array_equal(values, np.round(values)):
+            raise self.fail(key, "holds values that are not whole numbers")
+        return values.astype(np.int64)
+
+    def names(self, key: str) -> list[str]:
+        import h5py
+
+        item = self.dataset(key)
+        if h5py.check_ref_dtype(item.dtype) is None:
+            raise self.fail(key, f"holds {item.dtype} values, not a cell array of file names")
+        out = []
+        for pos, ref in enumerate(np.asarray(item[()]).ravel()):
+            try:
+                target = self.f[ref]
+            except (ValueError, KeyError, TypeError):
+                raise self.fail(key, f"entry {pos + 1} is an empty reference") from None
+            if not isinstance(target, h5py.Dataset) or target.dtype.kind not in "iu":
+                raise self.fail(key, f"entry {pos + 1} is not text (MATLAB char codes)")
+            codes = np.asarray(target[()]).ravel()
+            if codes.size == 0 or codes.min() < 1 or codes.max() > 0x10FFFF:
+                raise self.fail(key, f"entry {pos + 1} is not a file name")
+            out.append("".join(chr(int(c)) for c in codes))
+        if not out:
+            raise self.fail(key, "is empty")
+        return out
 
 
 def read_konvid_info(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Video names and the permutations (n_perm, 1200; 0-based video positions) of
-    ``KoNViD-1kinfo.mat`` (MATLAB v7.3, read with h5py)."""
+    """Video names and the permutations (n_perm, n_videos; 0-based video positions) of
+    ``KoNViD-1kinfo.mat`` (MATLAB v7.3, read with h5py).
+
+    Raises:
+        SplitError: the file is missing or not HDF5, or a key is missing or of the wrong type
+            or shape (``video_names``, ``index``, ``ref_ids``, and ``scores`` when present:
+            one number per video); the message names the file and the key.
+    """
     import h5py
 
     path = Path(path)
     if not path.is_file():
         raise SplitError(f"KoNViD split file {path} does not exist")
     try:
-        with h5py.File(path, "r") as f:
-            names = _read_mat_strings(f, f["video_names"][()])
-            index = np.asarray(f["index"][()], dtype=np.float64)
-            ref_ids = np.asarray(f["ref_ids"][()], dtype=np.float64).ravel()
-    except (OSError, KeyError) as err:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        reason = " ".join(str(err).split())
         raise SplitError(
-            f"{path} is not a KoNViD-1kinfo.mat (MATLAB v7.3 with video_names, index, "
-            f"ref_ids): {err}"
+            f"{path} is not a KoNViD-1kinfo.mat (MATLAB v7.3, an HDF5 file, with {_INFO_KEYS}): "
+            f"{reason}"
         ) from None
-    n = len(names)
-    if index.shape[0] != n and index.shape[1] == n:
+    with f:
+        mat = _InfoMat(f, path)
+        names = mat.names("video_names")
+        n = len(names)
+        index = mat.whole_numbers("index")
+        ref_ids = mat.whole_numbers("ref_ids")
+        scores = mat.numbers("scores", required=False)
+    if ref_ids.size != n or (ref_ids.ndim == 2 and 1 not in ref_ids.shape) or ref_ids.ndim > 2:
+        raise mat.fail("ref_ids", f"has shape {ref_ids.shape}, expected one id per video ({n})")
+    ref_ids = ref_ids.ravel()
+    if len(set(ref_ids.tolist())) != n:
+        raise mat.fail("ref_ids", "repeats an id")
+    if scores is not None and scores.size != n:
+        raise mat.fail("scores", f"has shape {scores.shape}, expected one score per video ({n})")
+    if index.ndim != 2 or n not in index.shape:
+        raise mat.fail(
+            "index", f"has shape {index.shape}, expected ({n}, permutations): one column of "
+            f"ref_ids per permutation of the {n} videos"
+        )
+    if index.shape[0] != n:
         index = index.T
-    if index.shape[0] != n or len(ref_ids) != n:
-        raise SplitError(f"{path}: index has shape {index.shape} for {n} videos")
     # index holds ref ids (1-based); map them to positions in video_names.
-    position = {int(r): i for i, r in enumerate(ref_ids)}
-    try:
-        perms = np.vectorize(lambda r: position[int(r)])(index.T)
-    except KeyError as err:
-        raise SplitError(f"{path}: permutation refers to unknown ref id {err}") from None
+    order = np.argsort(ref_ids)
+    where = np.searchsorted(ref_ids, index.T, sorter=order)
+    where = np.clip(where, 0, n - 1)
+    perms = order[where]
+    bad = np.flatnonzero((ref_ids[perms] != index.T).any(axis=1)
+                         | (np.sort(perms, axis=1) != np.arange(n)).any(axis=1))
+    if bad.size:
+        raise mat.fail(
+            "index", f"column {bad[0] + 1} is not a permutation of the {n} ref_ids"
+        )
     return names, perms.astype(np.int64)
 
 

@@ -11,6 +11,7 @@ Reads the ``manifest`` params section::
       drop_nan: false          # drop rows whose MOS is NaN instead of failing
       check_files: true        # false: do not look at the video files at all
       mos_scale: null          # only for dataset "csv": 1-5 or 0-100 (inferred when null)
+      allow_outside_root: false  # accept label paths that lead outside root (.., absolute)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class ManifestParams:
     drop_nan: bool = False
     check_files: bool = True
     mos_scale: str | None = None
+    allow_outside_root: bool = False
 
     def __post_init__(self) -> None:
         get_dataset(self.dataset)  # unknown names fail here, listing the valid ones
@@ -107,7 +109,8 @@ def run(params: ManifestParams) -> ManifestReport:
     """Read the labels, check the video files, write the manifest.
 
     Raises:
-        ManifestError: the label file is bad (message names file and lines).
+        ManifestError: the label file is bad, or a video path leaves the root without
+            ``allow_outside_root`` (message names file and lines).
         MissingVideosError: videos are missing and ``allow_missing`` is off.
     """
     table = read_labels(
@@ -116,6 +119,7 @@ def run(params: ManifestParams) -> ManifestReport:
         params.labels,
         drop_nan=params.drop_nan,
         mos_scale=params.mos_scale,
+        allow_outside_root=params.allow_outside_root,
     )
     rows = table.rows
     missing: list[ManifestRow] = []
