@@ -33,7 +33,7 @@ from vqa_pipe.pipeline.manifest import ManifestError, ManifestRow, read_manifest
 from vqa_pipe.pipeline.splits import SplitError, read_konvid_info
 from vqa_pipe.stages.manifest import ManifestParams, run
 
-from vqa_pipe.cli.manifest import manifest_group
+from vqa_pipe.cli import main
 
 NO_DECORD = decord_available()
 
@@ -101,14 +101,14 @@ def test_latin1_manifest_is_refused_naming_file_and_line(tmp_path):
         read_manifest(path)
     assert f"{path}:3:" in str(caught.value) and "UTF-8" in str(caught.value)
     assert _one_line(str(caught.value))
-    check = CliRunner().invoke(manifest_group, ["check", str(path)])
+    check = CliRunner().invoke(main, ["manifest", "check", str(path)])
     assert check.exit_code == 1 and f"{path}:3:" in check.output and _one_line(check.output)
 
 
 def test_cli_build_with_a_latin1_label_file_says_so_in_one_line(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_bytes(LATIN1_CSV.encode("latin-1"))
-    result = CliRunner().invoke(manifest_group, [
+    result = CliRunner().invoke(main, ["manifest",
         "build", "csv", "--root", str(tmp_path), "--out", str(tmp_path / "m.csv"),
         "--no-check-files"])
     assert result.exit_code == 1 and f"{path}:2:" in result.output
@@ -133,7 +133,7 @@ def test_unwritable_out_is_one_error_naming_the_path(tmp_path, case):
     with pytest.raises(ManifestError, match="cannot write the manifest") as caught:
         run(ManifestParams(dataset="csv", root=tmp_path, out=out, check_files=False))
     assert str(out) in str(caught.value) and _one_line(str(caught.value))
-    result = CliRunner().invoke(manifest_group, [
+    result = CliRunner().invoke(main, ["manifest",
         "build", "csv", "--root", str(tmp_path), "--out", str(out), "--no-check-files"])
     # click refuses an existing folder itself (usage error, exit 2); the error line names it
     error = result.output.strip().splitlines()[-1]

@@ -42,6 +42,13 @@ def manifest_group() -> None:
 @click.option("--allow-missing", is_flag=True, help="Drop videos whose file is missing.")
 @click.option("--drop-nan", is_flag=True, help="Drop rows whose MOS is NaN.")
 @click.option(
+    "--allow-outside-root",
+    is_flag=True,
+    help="Accept label paths that lead outside --root (.. or absolute paths elsewhere); by "
+    "default they are refused naming the line. Symbolic links inside --root are always "
+    "accepted.",
+)
+@click.option(
     "--no-check-files",
     is_flag=True,
     help="Do not look for the video files (build before the data is copied).",
@@ -59,6 +66,7 @@ def build_command(
     out: Path | None,
     allow_missing: bool,
     drop_nan: bool,
+    allow_outside_root: bool,
     no_check_files: bool,
     mos_scale: str | None,
 ) -> None:
@@ -76,6 +84,7 @@ def build_command(
             labels=labels,
             allow_missing=allow_missing,
             drop_nan=drop_nan,
+            allow_outside_root=allow_outside_root,
             check_files=not no_check_files,
             mos_scale=mos_scale,
         )
