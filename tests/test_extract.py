@@ -402,3 +402,33 @@ def test_redo_extracts_named_videos_again_and_keeps_the_rest(tmp_path, videos, b
     assert store.status("semantic")["corrupt"].state == "failed"  # not retried: not asked
     with pytest.raises(StoreError, match="not in .*nosuch"):
         run_extract(manifest, store_path, branches, part_size=2, redo=["nosuch"], progress=False)
+
+
+def test_decoder_pool_writes_the_serial_store_and_isolates_bad_videos(
+    tmp_path, videos, branches, sample_videos
+):
+    """Two decoder processes: the same arrays as one; a hanging, a corrupt and a missing video
+    each fail alone, with their reasons."""
+    from vqa_pipe.stages.extract import SerialRunner
+
+    manifest, ids = videos
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)  # open() blocks forever: the decoder holding it must be killed
+    from vqa_pipe.pipeline.manifest import read_manifest
+
+    rows = [*read_manifest(manifest), ManifestRow("hang", fifo, 3.0, "1-5")]
+    manifest = write_manifest(rows, tmp_path / "m2.csv")
+    one = run_extract(manifest, tmp_path / "one.zarr", branches, part_size=2, progress=False,
+                      runner=SerialRunner(branches, timeout=3, decoders=1))
+    two = run_extract(manifest, tmp_path / "two.zarr", branches, part_size=2, progress=False,
+                      runner=SerialRunner(branches, timeout=3, decoders=2))
+    assert sorted(two.done) == sorted(one.done) == sorted(ids[:3])
+    assert set(two.failed) == {"corrupt", "missing", "hang"}
+    assert "DecodeTimeout" in two.failed["hang"] and "missing.mp4" in two.failed["missing"]
+    a = FeatureStore.open(tmp_path / "one.zarr")
+    b = FeatureStore.open(tmp_path / "two.zarr")
+    for array in ("frame_scores", "window_embeddings", "frame_times"):
+        left, right = a.read("semantic", array), b.read("semantic", array)
+        assert left.keys() == right.keys()
+        for vid in left:
+            np.testing.assert_array_equal(left[vid], right[vid])
