@@ -1,117 +1,185 @@
-"""Benchmark stage one (semantic branch) on the real sample videos.
+"""Benchmark stage one (semantic branch) against its own lower bounds, like with like.
 
-Measures, on the same videos and settings:
+Two regimes, each with a warm-up run first and ``--repeats`` timed runs (median and spread
+printed), the machine's load average printed before and after:
 
-- full extraction (decode in the background + windows + CLIP + scoring + store writes);
-- decode only (the same background decoder and frame plan, frames dropped);
-- bare ``encode_image`` on the same number of windows at the same batch size;
+1. **Decode-bound** (a cheap model, ``vqa-tiny-clip`` by default): extraction with N decoder
+   processes (``--decoders``) against N parallel decode-only processes over the *same* videos,
+   split the same way (video ``i`` to decoder ``i mod N``), the same frames, the same
+   background decoder, frames dropped. Decode-only is a lower bound: the ratio is >= 1.
+   Target on a 2-core machine: <= 1.15 at N = 2.
+2. **Compute-bound** (``--model``, ViT-B-32 by default, random weights cost the same time as
+   real ones): extraction against bare ``encode_image`` on the *same batches* (the batch sizes
+   extraction actually sent to CLIP are recorded and replayed), same threads, same device.
+   Target on a CPU: <= 1.25.
 
-and prints videos/s, frames/s, windows/s, peak memory and the ratios the targets are stated in
-(CPU: extraction within 1.25x of bare encoding; GPU: within 1.3x of decode only). With
-``--long`` it also extracts one real video and the same video concatenated N times, each in its
-own process, and prints peak memory for both (it must stay flat as the video grows).
+A ratio under 1 means the benchmark does not compare like with like, and is flagged.
+``--long N`` also checks that peak memory stays flat on one real video concatenated N times.
 
-Random weights cost the same time as real ones, so the default is ViT-B-32 with random weights.
-
-    python benchmarks/bench_extract.py --videos ../shared/data/videos --long 6
+    python benchmarks/bench_extract.py --repeats 3 --decoders 1 2
+    python benchmarks/bench_extract.py --device cuda --model ViT-B-32 --decoders 8 16  # a GPU box
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
-def _rss_mb(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024.0
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def _manifest(videos: list[Path], out: Path) -> Path:
     from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
 
-    rows = [ManifestRow(v.stem, v.resolve(), None, None) for v in videos]
-    return write_manifest(rows, out)
+    return write_manifest([ManifestRow(v.stem, v.resolve(), None, None) for v in videos], out)
 
 
-def measure(args: argparse.Namespace) -> dict:
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, float, object]:
+    """Warm-up once, then ``repeats`` runs: (median, min, max) seconds and the last result."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times), result
+
+
+def spread(stats: tuple) -> str:
+    median, low, high = stats[:3]
+    return f"{median:.2f} s (min {low:.2f}, max {high:.2f})"
+
+
+def decode_only(videos: list[Path], plan, decoders: int) -> int:
+    """N background decoders over the same split of the videos as extraction; frames dropped."""
+    from vqa_pipe.pipeline.decode import decode_in_background
+
+    items = [(v.stem, str(v)) for v in videos]
+    counts = [0] * decoders
+
+    def drain(i: int) -> None:
+        with decode_in_background(items[i::decoders], plan) as stream:
+            for video in stream:
+                for _ in video.frames:
+                    counts[i] += 1
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(decoders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
+def extract_once(branches, manifest: Path, work: Path, decoders: int):
+    from vqa_pipe.stages.extract import SerialRunner, run_extract
+
+    store = work / "s.zarr"
+    shutil.rmtree(store, ignore_errors=True)
+    summary = run_extract(manifest, store, branches, progress=False, log=lambda m: None,
+                          runner=SerialRunner(branches, decoders=decoders))
+    if summary.failed:
+        print("failed:", summary.failed, file=sys.stderr)
+    return summary
+
+
+def build(model: str, args) -> list:
+    from vqa_pipe.pipeline.branches import build_branches
+
+    return build_branches(["semantic"], device=args.device, random_weights=True,
+                          clip_model=model, fps=args.fps, max_frames=args.max_frames,
+                          batch_windows=args.batch)
+
+
+def decode_bound(args, videos: list[Path], manifest: Path, work: Path) -> list[dict]:
+    branches = build(args.cheap_model, args)
+    rows = []
+    for n in args.decoders:
+        ext = timed(lambda n=n: extract_once(branches, manifest, work, n), args.repeats)
+        dec = timed(lambda n=n: decode_only(videos, branches[0].plan(), n), args.repeats)
+        rows.append({"decoders": n, "extract": ext, "decode": dec, "frames": dec[3],
+                     "ratio": ext[0] / dec[0]})
+    return rows
+
+
+def compute_bound(args, manifest: Path, work: Path) -> dict:
     import torch
-    from vqa_pipe.pipeline.decode import FrameSampling, decode_in_background
-    from vqa_pipe.stages.extract import build_branches, run_extract
 
-    videos = sorted(Path(p) for p in args.video_files)
-    work = Path(tempfile.mkdtemp(prefix="vqa-bench-"))
+    (branch,) = build(args.model, args)
+    sizes: list[int] = []
+    encode = branch.clip.encode_images
+
+    def recording(images):
+        sizes.append(len(images))
+        return encode(images)
+
+    branch.clip.encode_images = recording
+    ext = timed(lambda: extract_once([branch], manifest, work, 1), args.repeats)
+    branch.clip.encode_images = encode
+    batches = sizes[-len(sizes) // (args.repeats + 1):]  # one run's batches (the last)
+    size = branch.clip.image_size
+    data = torch.randint(0, 256, (max(batches), 3, size, size), dtype=torch.uint8)
+
+    def bare() -> None:
+        for n in batches:
+            encode(data[:n])
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    enc = timed(bare, args.repeats)
+    return {"extract": ext, "encode": enc, "batches": batches, "windows": sum(batches),
+            "ratio": ext[0] / enc[0]}
+
+
+def long_video_memory(args, videos: list[Path]) -> list[dict]:
+    """Peak memory of the main process on one real video concatenated 1, 2, N times."""
+    src = max(videos, key=lambda p: p.stat().st_size)
+    work = Path(tempfile.mkdtemp(prefix="vqa-bench-long-"))
+    rows = []
     try:
-        manifest = _manifest(videos, work / "m.csv")
-        sampling = FrameSampling(fps=args.fps, max_frames=args.max_frames or None)
-        device = args.device
-        (branch,) = build_branches(
-            ["semantic"],
-            clip_model=args.model,
-            random_weights=True,
-            fps=args.fps,
-            max_frames=args.max_frames or None,
-            batch_windows=args.batch,
-            device=device,
-        )
+        for times in sorted({1, 2, args.long}):
+            video = concat_video(src, times, work / f"x{times}.mp4")
+            out = subprocess.run(
+                [sys.executable, __file__, "--peak-of", str(video), "--model", args.model,
+                 "--fps", str(args.fps), "--device", args.device],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            row["concatenated"] = times
+            rows.append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
 
-        # decode only
-        t = time.perf_counter()
-        n_frames = 0
-        for video in decode_in_background([(v.stem, str(v)) for v in videos], sampling):
-            for _ in video.frames:
-                n_frames += 1
-        decode_s = time.perf_counter() - t
 
-        # full extraction
-        t = time.perf_counter()
-        summary = run_extract(
-            manifest, work / "s.zarr", [branch], progress=False, log=lambda m: None
-        )
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        extract_s = time.perf_counter() - t
-        if summary.failed:
-            print("failed:", summary.failed, file=sys.stderr)
+def peak_of(args) -> None:
+    """One video, no frame cap, in this process: print frames and peak memory as JSON."""
+    work = Path(tempfile.mkdtemp(prefix="vqa-bench-peak-"))
+    try:
+        args.max_frames = 0
+        branches = build(args.model, args)
+        summary = extract_once(branches, _manifest([args.peak_of], work / "m.csv"), work, 1)
+        from vqa_pipe.pipeline.store import FeatureStore
 
-        # bare encode_image on the same number of windows, same batch size
-        n_windows = n_frames * branch.grid.n_windows
-        size = branch.clip.image_size
-        batch = torch.randint(0, 256, (args.batch, 3, size, size), dtype=torch.uint8)
-        branch.clip.encode_images(batch[:8])  # warm-up
-        t = time.perf_counter()
-        left = n_windows
-        while left > 0:
-            branch.clip.encode_images(batch[: min(args.batch, left)])
-            left -= args.batch
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        encode_s = time.perf_counter() - t
-        return {
-            "model": args.model,
-            "device": device,
-            "torch_threads": torch.get_num_threads(),
-            "videos": len(videos),
-            "frames": n_frames,
-            "windows": n_windows,
-            "batch_windows": args.batch,
-            "extract_s": round(extract_s, 2),
-            "decode_only_s": round(decode_s, 2),
-            "bare_encode_s": round(encode_s, 2),
-            "videos_per_s": round(len(videos) / extract_s, 3),
-            "frames_per_s": round(n_frames / extract_s, 2),
-            "windows_per_s": round(n_windows / extract_s, 1),
-            "extract_over_encode": round(extract_s / encode_s, 3),
-            "extract_over_decode": round(extract_s / decode_s, 3),
-            "peak_rss_main_mb": round(_rss_mb(resource.RUSAGE_SELF), 1),
-            "peak_rss_decoder_mb": round(_rss_mb(resource.RUSAGE_CHILDREN), 1),
-        }
+        frames = sum(len(v) for v in FeatureStore.open(work / "s.zarr")
+                     .read("semantic", "frame_times").values())
+        print(json.dumps({"frames": frames, "done": len(summary.done),
+                          "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                          / 1024}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -130,9 +198,8 @@ def concat_video(src: Path, times: int, out: Path) -> Path:
         stream.options = {"crf": "23", "preset": "ultrafast"}
         for _ in range(times):
             for rgb in frames:
-                frame = av.VideoFrame.from_ndarray(
-                    rgb[: stream.height, : stream.width], format="rgb24"
-                )
+                frame = av.VideoFrame.from_ndarray(rgb[: stream.height, : stream.width],
+                                                   format="rgb24")
                 for packet in stream.encode(frame):
                     dst.mux(packet)
         for packet in stream.encode():
@@ -140,78 +207,71 @@ def concat_video(src: Path, times: int, out: Path) -> Path:
     return out
 
 
-def long_video_memory(args: argparse.Namespace, videos: list[Path]) -> list[dict]:
-    src = max(videos, key=lambda p: p.stat().st_size)
-    work = Path(tempfile.mkdtemp(prefix="vqa-bench-long-"))
-    rows = []
-    try:
-        for times in sorted({1, 2, args.long}):
-            video = concat_video(src, times, work / f"x{times}.mp4")
-            cmd = [
-                sys.executable,
-                __file__,
-                "--model",
-                args.model,
-                "--fps",
-                str(args.fps),
-                "--max-frames",
-                "0",
-                "--batch",
-                str(args.batch),
-                "--device",
-                args.device,
-                "--json",
-                str(video),
-            ]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
-            result["concatenated"] = times
-            rows.append(result)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "video_files", nargs="*", type=Path, help="videos (default: --videos folder)"
-    )
-    parser.add_argument(
-        "--videos", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/videos"
-    )
-    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("video_files", nargs="*", type=Path)
+    parser.add_argument("--videos", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared/data/videos")
+    parser.add_argument("--model", default="ViT-B-32", help="compute-bound model")
+    parser.add_argument("--cheap-model", default="vqa-tiny-clip", help="decode-bound model")
+    parser.add_argument("--decoders", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--max-frames", type=int, default=64)
+    parser.add_argument("--compute-max-frames", type=int, default=8,
+                        help="frame cap of the compute-bound regime (ViT-B-32 on a CPU is slow)")
     parser.add_argument("--batch", type=int, default=288)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument(
-        "--long", type=int, default=0, help="also check memory on a video concatenated N times"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip", choices=["decode", "compute"], action="append", default=[])
+    parser.add_argument("--long", type=int, default=0)
+    parser.add_argument("--peak-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.device == "auto":
-        import torch
+    import torch
 
+    torch.set_num_threads(args.threads)
+    if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not args.video_files:
-        args.video_files = sorted(args.videos.glob("*.mp4"))
-    if not args.video_files:
-        parser.error(f"no videos given and none in {args.videos}")
-    result = measure(args)
-    if args.json:
-        print(json.dumps(result))
+    if args.peak_of:
+        peak_of(args)
         return
-    for key, value in result.items():
-        print(f"{key:>22}: {value}")
-    if args.long:
-        print("\npeak memory against video length (each in its own process, no frame cap):")
-        for row in long_video_memory(args, list(args.video_files)):
-            print(
-                f"  x{row['concatenated']:<3} frames {row['frames']:>5}"
-                f"  main {row['peak_rss_main_mb']:>8.1f} MB"
-                f"  decoder {row['peak_rss_decoder_mb']:>8.1f} MB  extract {row['extract_s']} s"
-            )
+    videos = sorted(args.video_files or args.videos.glob("*.mp4"))
+    if not videos:
+        parser.error(f"no videos given and none in {args.videos}")
+    work = Path(tempfile.mkdtemp(prefix="vqa-bench-"))
+    try:
+        manifest = _manifest(videos, work / "m.csv")
+        print(f"# bench_extract: {len(videos)} videos, device {args.device}, "
+              f"{torch.get_num_threads()} torch threads, {args.repeats} repeats after a warm-up")
+        print(f"before: {load()}")
+        if "decode" not in args.skip:
+            print(f"\n## decode-bound: {args.cheap_model}, {args.fps} frames/s, "
+                  f"cap {args.max_frames}\n")
+            print("| decoders | frames | extraction | decode only | ratio |")
+            print("|---|---|---|---|---|")
+            for row in decode_bound(args, videos, manifest, work):
+                flag = "  (< 1: not like with like!)" if row["ratio"] < 1 else ""
+                print(f"| {row['decoders']} | {row['frames']} | {spread(row['extract'])} | "
+                      f"{spread(row['decode'])} | **{row['ratio']:.3f}**{flag} |")
+            print(f"\nafter decode-bound: {load()}")
+        if "compute" not in args.skip:
+            args.max_frames = args.compute_max_frames
+            result = compute_bound(args, manifest, work)
+            flag = "  (< 1: not like with like!)" if result["ratio"] < 1 else ""
+            print(f"\n## compute-bound: {args.model}, cap {args.max_frames} frames, batches of "
+                  f"{sorted(set(result['batches']))} windows ({result['windows']} in all)\n")
+            print("| extraction | bare encode_image, same batches | ratio |")
+            print("|---|---|---|")
+            print(f"| {spread(result['extract'])} | {spread(result['encode'])} | "
+                  f"**{result['ratio']:.3f}**{flag} |")
+            print(f"\nafter compute-bound: {load()}")
+        if args.long:
+            print("\npeak memory of the main process against video length (no frame cap):")
+            for row in long_video_memory(args, videos):
+                print(f"  x{row['concatenated']:<3} frames {row['frames']:>5}  "
+                      f"main {row['peak_rss_main_mb']:>8.1f} MB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
