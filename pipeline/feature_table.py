@@ -489,7 +489,7 @@ def load_table(
         if role == LEVEL_TEXT:
             text = _level_text(store, available, who)
             inputs[role] = np.repeat(text[None], len(ids), axis=0)
-            role_sources[role] = "semantic/meta/" + ROLE_SOURCES[LEVEL_TEXT][1]
+            role_sources[role] = "meta/{}/{}".format(*ROLE_SOURCES[LEVEL_TEXT])
             continue
         if role in (CLIP_FRAMES, CLIP_KEYS):
             (branch, array), = pairs

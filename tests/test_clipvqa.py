@@ -397,7 +397,9 @@ def test_table_reads_the_frame_view_with_tokens_or_windows(tmp_path):
                                     LEVEL_TEXT: [6, 64]}
     assert table.inputs[CLIP_KEYS].dtype == np.float16
     assert table.inputs[CLIP_FRAMES].dtype == np.float32
-    assert table.info["role_sources"][CLIP_KEYS] == "semantic/frame_tokens"
+    assert table.info["role_sources"] == {
+        CLIP_FRAMES: "semantic/frame_embeddings", CLIP_KEYS: "semantic/frame_tokens",
+        LEVEL_TEXT: "meta/semantic/level_text_embeddings"}
     win = load_table(*no_tokens, ROLES, spec)
     assert win.input_shapes()[CLIP_KEYS] == [16, 4, 64]
     assert win.info["role_sources"][CLIP_KEYS] == "semantic/window_embeddings"
