@@ -15,7 +15,20 @@ role              shape per video             built from
 ``sequence``      ``(T, 2r)``                 ``semantic/frame_scores`` resampled to T frames
 ``spatial_maps``  ``(C, T', H', W')``         ``spatial/clip_maps`` averaged over clips
 ``spatial_pooled``  ``(C,)``                  ``spatial/clip_pooled`` averaged over clips
+``clip_frames``   ``(T, D)``                  ``semantic/frame_embeddings`` (CLIP image
+                                              embedding of each whole frame), T frames
+                                              picked by TSN (see :func:`tsn_indices`)
+``clip_keys``     ``(T, N, C)``               ``semantic/frame_tokens`` (patch tokens) when
+                                              the store has them, else
+                                              ``semantic/window_embeddings``; the same T
+                                              frames; kept in the stored dtype (float16)
+``level_text``    ``(K, D)``                  the branch array ``level_text_embeddings``
+                                              (K quality-level words), same for every video
 ================  ==========================  =============================================
+
+The three ``clip_*``/``level_text`` roles feed the ``clipvqa`` head; T is
+:attr:`TableSpec.clip_frames` (32, as CLIPVQA). Which array gave ``clip_keys`` is recorded in
+``FeatureTable.info["role_sources"]``.
 
 MOS scales. The manifest gives each video's scale (``1-5`` or ``0-100``). Regressors learn
 on a *unit* scale, ``(mos - low) / (high - low)`` in [0, 1], so datasets with different scales
@@ -45,14 +58,23 @@ FLAT = "flat"
 SEQUENCE = "sequence"
 SPATIAL_MAPS = "spatial_maps"
 SPATIAL_POOLED = "spatial_pooled"
-ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED)
+CLIP_FRAMES = "clip_frames"
+CLIP_KEYS = "clip_keys"
+LEVEL_TEXT = "level_text"
+ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED, CLIP_FRAMES, CLIP_KEYS,
+                          LEVEL_TEXT)
 
 # Where each non-flat role comes from: (branch, array).
 ROLE_SOURCES: dict[str, tuple[str, str]] = {
     SEQUENCE: ("semantic", "frame_scores"),
     SPATIAL_MAPS: ("spatial", "clip_maps"),
     SPATIAL_POOLED: ("spatial", "clip_pooled"),
+    CLIP_FRAMES: ("semantic", "frame_embeddings"),
+    CLIP_KEYS: ("semantic", "frame_tokens"),  # or window_embeddings (see _clip_keys_source)
+    LEVEL_TEXT: ("semantic", "level_text_embeddings"),  # a branch array, not per video
 }
+CLIP_KEYS_FALLBACK = ("semantic", "window_embeddings")
+_KEEP_DTYPE = frozenset({CLIP_KEYS})  # large float16 arrays stay float16 in the table
 # What each branch contributes to the flat role: (array, pooling).
 FLAT_SOURCES: dict[str, tuple[str, str]] = {
     "semantic": ("frame_scores", "mean_std"),
@@ -207,17 +229,35 @@ def resample_time(x: np.ndarray, n_frames: int) -> np.ndarray:
     return (x[lo] * (1 - w) + x[hi] * w).astype(np.float32)
 
 
+def tsn_indices(n_frames: int, n_segments: int) -> np.ndarray:
+    """TSN test-mode frame choice: the centre frame of each of ``n_segments`` equal segments.
+
+    ``floor((k + 0.5) * n_frames / n_segments)`` for k = 0 .. n_segments-1: mmaction2's
+    ``SampleFrames`` in test mode with ``clip_len=1, frame_interval=1`` (CLIPVQA's loader),
+    applied to the frames a store holds. Fewer frames than segments repeat frames (each one
+    about ``n_segments / n_frames`` times), as that sampler does.
+    """
+    if n_segments < 1:
+        raise FeatureError(f"the number of segments must be >= 1, got {n_segments}")
+    if n_frames < 1:
+        raise FeatureError("cannot pick frames from a video with no frames")
+    k = np.arange(n_segments, dtype=np.float64)
+    return np.minimum(((k + 0.5) * (n_frames / n_segments)).astype(np.int64), n_frames - 1)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """How to build model inputs from a store.
 
     ``flat_branches``: branches pooled into the flat role, in order (None: all branches of
     the store, in the store's order). ``n_frames``: T of the ``sequence`` role.
+    ``clip_frames``: T of the ``clip_frames`` and ``clip_keys`` roles (CLIPVQA uses 32).
     """
 
     flat_branches: tuple[str, ...] | None = None
     n_frames: int = 16
     nan_policy: str = "drop"
+    clip_frames: int = 32
 
     def __post_init__(self) -> None:
         if self.nan_policy not in NAN_POLICIES:
@@ -226,12 +266,15 @@ class TableSpec:
             )
         if self.n_frames < 1:
             raise FeatureError(f"n_frames must be >= 1, got {self.n_frames}")
+        if self.clip_frames < 1:
+            raise FeatureError(f"clip_frames must be >= 1, got {self.clip_frames}")
 
     def to_json(self) -> dict:
         return {
             "flat_branches": None if self.flat_branches is None else list(self.flat_branches),
             "n_frames": self.n_frames,
             "nan_policy": self.nan_policy,
+            "clip_frames": self.clip_frames,
         }
 
     @classmethod
@@ -241,6 +284,7 @@ class TableSpec:
             flat_branches=None if fb is None else tuple(fb),
             n_frames=int(data.get("n_frames", 16)),
             nan_policy=str(data.get("nan_policy", "drop")),
+            clip_frames=int(data.get("clip_frames", 32)),
         )
 
 
@@ -265,6 +309,17 @@ def _role_value(role: str, rows: np.ndarray, spec: TableSpec, video_id: str) -> 
                 "expected (F, 2r)"
             )
         return resample_time(rows, spec.n_frames)
+    if role in (CLIP_FRAMES, CLIP_KEYS):
+        rows = np.asarray(rows)
+        want = 2 if role == CLIP_FRAMES else 3
+        if rows.ndim != want:
+            raise FeatureError(
+                f"video '{video_id}': role '{role}' needs per-frame rows of {want - 1} axes, "
+                f"got an array of shape {rows.shape}"
+            )
+        if len(rows) == 0:
+            raise FeatureError(f"video '{video_id}' has no frames for role '{role}'")
+        return rows[tsn_indices(len(rows), spec.clip_frames)]
     if role in (SPATIAL_MAPS, SPATIAL_POOLED):
         if len(rows) == 0:
             raise FeatureError(f"video '{video_id}' has no spatial clips")
@@ -375,6 +430,11 @@ def load_table(
                 array = FLAT_SOURCES.get(branch, (IMPORTED_ARRAY, "mean"))[0]
                 pairs.append((branch, array))
             needs[role] = pairs
+        elif role == CLIP_KEYS:
+            needs[role] = [_clip_keys_source(store, available)]
+        elif role == LEVEL_TEXT:
+            needs[role] = []  # a branch-wide array, checked here
+            _level_text(store, available, who)
         else:
             needs[role] = [ROLE_SOURCES[role]]
     for role, pairs in needs.items():
@@ -424,7 +484,18 @@ def load_table(
     # Read part by part and reduce each video right away.
     inputs: dict[str, np.ndarray] = {}
     layout: list[list[Any]] = []
+    role_sources: dict[str, str] = {}
     for role, pairs in needs.items():
+        if role == LEVEL_TEXT:
+            text = _level_text(store, available, who)
+            inputs[role] = np.repeat(text[None], len(ids), axis=0)
+            role_sources[role] = "meta/{}/{}".format(*ROLE_SOURCES[LEVEL_TEXT])
+            continue
+        if role in (CLIP_FRAMES, CLIP_KEYS):
+            (branch, array), = pairs
+            inputs[role] = _stack_role(store, branch, array, role, ids, spec)
+            role_sources[role] = f"{branch}/{array}"
+            continue
         blocks = []
         for branch, array in pairs:
             values: dict[str, np.ndarray] = {}
@@ -453,12 +524,69 @@ def load_table(
         dataset=name,
         notes=notes,
         info={"spec": spec.to_json(), "flat_layout": layout, "store": str(store.path),
-              "manifest": str(manifest)},
+              "manifest": str(manifest), "role_sources": role_sources},
     )
     table = apply_nan_policy(table, spec.nan_policy)
     for note in table.notes:
         log.info("%s: %s", name, note)
     return table
+
+
+def _clip_keys_source(store: Any, available: Sequence[str]) -> tuple[str, str]:
+    """``semantic/frame_tokens`` when the store has them, else ``semantic/window_embeddings``."""
+    branch, tokens = ROLE_SOURCES[CLIP_KEYS]
+    if branch in available and tokens in _store_arrays(store, branch):
+        return branch, tokens
+    return CLIP_KEYS_FALLBACK
+
+
+def _level_text(store: Any, available: Sequence[str], who: str) -> np.ndarray:
+    """The (K, D) level-word text embeddings of the semantic branch."""
+    branch, name = ROLE_SOURCES[LEVEL_TEXT]
+    if branch not in available:
+        raise FeatureError(
+            f"{who} needs the '{branch}' branch (its '{name}'), but store {store.path} has "
+            f"only: {', '.join(available) or 'no branches'}"
+        )
+    try:
+        text = np.asarray(store.branch_array(branch, name), dtype=np.float32)
+    except VqaPipeError:
+        raise FeatureError(
+            f"{who} needs the quality-level text embeddings '{name}' of the '{branch}' branch, "
+            f"which store {store.path} lacks; re-extract with the frame view enabled"
+        ) from None
+    if text.ndim != 2:
+        raise FeatureError(f"'{branch}/{name}' in {store.path} has shape {text.shape}, "
+                           "expected (levels, D)")
+    return text
+
+
+def _stack_role(store: Any, branch: str, array: str, role: str, ids: Sequence[str],
+                spec: TableSpec) -> np.ndarray:
+    """One clip role for ``ids``, filled into one preallocated array (never two copies)."""
+    out = None
+    position = {v: i for i, v in enumerate(ids)}
+    for vid, rows_v in iter_video_rows(store, branch, array, ids):
+        value = _role_value(role, rows_v, spec, vid)
+        if out is None:
+            dtype = value.dtype if role in _KEEP_DTYPE else np.float32
+            out = np.empty((len(ids),) + value.shape, dtype=dtype)
+        if value.shape != out.shape[1:]:
+            raise FeatureError(
+                f"'{branch}/{array}' gives videos of different shapes {out.shape[1:]} and "
+                f"{value.shape} (video '{vid}') in store {store.path}"
+            )
+        out[position[vid]] = value
+    return out
+
+
+def _finite_rows(arr: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """True for each video (row) whose values are all finite, ``chunk`` videos at a time."""
+    ok = np.empty(len(arr), dtype=bool)
+    for start in range(0, len(arr), chunk):
+        block = arr[start:start + chunk]
+        ok[start:start + chunk] = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+    return ok
 
 
 def apply_nan_policy(table: FeatureTable, policy: str) -> FeatureTable:
@@ -469,7 +597,7 @@ def apply_nan_policy(table: FeatureTable, policy: str) -> FeatureTable:
         )
     bad = np.zeros(len(table), dtype=bool)
     for arr in table.inputs.values():
-        bad |= ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+        bad |= ~_finite_rows(arr)
     table.info["nan_policy"] = policy
     if not bad.any():
         return table

@@ -13,6 +13,10 @@ name       inputs (feature-table roles)    model
                                            temporal pooling
 ``fused``  ``sequence`` + ``spatial_maps``  CLiF-VQA fusion: semantic MLP and a Conv3D
                                            spatial head, concatenated, FC-GELU-FC
+``clipvqa``  ``clip_frames`` + ``clip_keys``  CLIPVQA head on frozen CLIP: SAT over frame
+           + ``level_text``                embeddings, VAT over patch tokens (or window
+                                           embeddings), softmax over 6 level words;
+                                           decoded by SVR or expectation
 =========  ==============================  ===========================================
 
 Every regressor learns on the unit MOS scale (see :mod:`vqa_pipe.pipeline.feature_table`)

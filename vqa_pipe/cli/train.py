@@ -125,6 +125,9 @@ def _parse_tests(ctx, param, values) -> list:
                    "the store), e.g. semantic,videval for the 'CNN+VIDEVAL' rows.")
 @click.option("--frames", default=16, show_default=True, type=click.IntRange(1),
               help="T: frames per video after resampling (mlp, gru, fused).")
+@click.option("--clip-frames", default=32, show_default=True, type=click.IntRange(1),
+              help="T of the CLIPVQA head's frame roles: frames picked per video by TSN "
+                   "(clipvqa).")
 @click.option("--nan-policy", type=click.Choice(NAN_POLICIES), default="drop",
               show_default=True,
               help="Videos with NaN features: drop (counted), error, impute zero, or impute the "
@@ -139,7 +142,7 @@ def _parse_tests(ctx, param, values) -> list:
               help="Show a progress bar.")
 def train(dataset, manifest, store, regressor, param, param_file, protocol, splits, test_ratio,
           val_ratio, seed, konvid_info, split_start, official_list, allow_missing, test, branches,
-          frames, nan_policy, jobs, out, save_models, progress):
+          frames, clip_frames, nan_policy, jobs, out, save_models, progress):
     """Stage two: train a regressor on cached features and evaluate it under the protocol.
 
     Writes the run folder: config.json, splits.json, metrics.json (median and spread over
@@ -156,7 +159,8 @@ def train(dataset, manifest, store, regressor, param, param_file, protocol, spli
         regressor=regressor, params=params, protocol=protocol, n_splits=splits,
         test_ratio=test_ratio, val_ratio=val_ratio, seed=seed, konvid_info=konvid_info,
         split_start=split_start, official_lists=official_list, allow_missing=allow_missing,
-        spec=TableSpec(flat_branches=branches, n_frames=frames, nan_policy=nan_policy),
+        spec=TableSpec(flat_branches=branches, n_frames=frames, nan_policy=nan_policy,
+                       clip_frames=clip_frames),
         jobs=jobs, save_models=save_models,
     )
     refs = [DatasetRef(store=t.store, manifest=t.manifest, name=t.name) for t in test]
