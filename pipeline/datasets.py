@@ -442,10 +442,15 @@ def _without_suffix(rel: str) -> str:
     return f"{head}/{stem}" if head else stem
 
 
-def _either_form(
+def label_reader(
     id_from_path: Callable[[str], str], columns: MetadataColumns
 ) -> Reader:
-    """A reader accepting a FAST-VQA ``labels.txt`` or the dataset's metadata CSV."""
+    """A reader accepting a FAST-VQA ``labels.txt`` or the dataset's metadata CSV.
+
+    Args:
+        id_from_path: the video id of a ``labels.txt`` path (e.g. its file stem).
+        columns: where the metadata CSV keeps the id, the MOS and the video's path candidates.
+    """
 
     def read(path: Path, root: Path, drop_nan: bool, mos_scale: str | None) -> LabelTable:
         lines = _read_lines(path)
@@ -548,7 +553,7 @@ register_dataset(DatasetSpec(
     title="KoNViD-1k (1200 Flickr videos, MOS 1-5)",
     mos_scale="1-5",
     label_files=("labels.txt", "KONVID_1K_metadata.csv"),
-    reader=_either_form(
+    reader=label_reader(
         _stem,
         MetadataColumns(
             id="flickr_id",
@@ -564,7 +569,7 @@ register_dataset(DatasetSpec(
     title="LIVE-VQC (585 mobile videos, MOS 0-100)",
     mos_scale="0-100",
     label_files=("labels.txt", "LIVE_VQC_metadata.csv"),
-    reader=_either_form(
+    reader=label_reader(
         _stem,
         MetadataColumns(
             id="File",
@@ -579,7 +584,7 @@ register_dataset(DatasetSpec(
     title="YouTube-UGC (1380 videos, 1147 in the FAST-VQA labels; MOS 1-5)",
     mos_scale="1-5",
     label_files=("labels.txt", "YOUTUBE_UGC_metadata.csv"),
-    reader=_either_form(
+    reader=label_reader(
         _ugc_id,
         MetadataColumns(
             id="vid",
@@ -602,7 +607,7 @@ for _name, _title, _files in (
         title=_title,
         mos_scale="0-100",
         label_files=_files,
-        reader=_either_form(_without_suffix, _lsvq_columns()),
+        reader=label_reader(_without_suffix, _lsvq_columns()),
     ))
 register_dataset(DatasetSpec(
     name="csv",

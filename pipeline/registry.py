@@ -66,6 +66,10 @@ class Registry(Generic[T]):
 
         return add if item is None else add(item)
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests and examples clean up after themselves)."""
+        self._entries.pop(name, None)
+
     def _package_modules(self) -> list[str]:
         if self.package is None:
             return []
