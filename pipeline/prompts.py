@@ -123,7 +123,7 @@ def parse_prompts(spec: dict, *, where: str = "prompt spec") -> PromptSet:
                 here = f'set "{set_name}" pair {k}'
                 if description.strip() in seen:
                     raise PromptError(
-                        f'{where}: description "{description.strip()}" appears twice '
+                        f'{where}: duplicate description "{description.strip()}" appears twice '
                         f"({seen[description.strip()]} and {here}); each description names two "
                         f'features (avg:{description.strip()}, max:{description.strip()}), so '
                         "descriptions must be unique: reword one of them"
