@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 from vqa_pipe.pipeline import decode_backends as _backends
 from vqa_pipe.pipeline.errors import VqaPipeError
+from vqa_pipe.pipeline.frame_sampling import FrameSampling  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from vqa_pipe.pipeline.decode_worker import BackgroundDecoder
@@ -105,59 +106,6 @@ class FramePlan(Protocol):
     """Anything picklable that picks frame indices for a video."""
 
     def indices(self, info: VideoInfo) -> list[int]: ...
-
-
-@dataclass(frozen=True)
-class FrameSampling:
-    """Frames evenly spaced in time: ``fps`` per second (``None``: every frame), capped.
-
-    The video is cut into ``k`` equal time segments and the frame at the middle
-    of each is taken, so indices are sorted, unique and within range.
-    """
-
-    fps: float | None = 2.0
-    max_frames: int | None = 64
-
-    def __post_init__(self) -> None:
-        fps = self.fps
-        if fps is not None and not (
-            isinstance(fps, (int, float)) and fps > 0 and math.isfinite(fps)
-        ):
-            raise ValueError(f"FrameSampling.fps must be a positive number or None, got {fps!r}")
-        if self.max_frames is not None and not (
-            isinstance(self.max_frames, int) and self.max_frames >= 1
-        ):
-            raise ValueError(
-                f"FrameSampling.max_frames must be an integer >= 1 or None, got {self.max_frames!r}"
-            )
-
-    @classmethod
-    def from_spec(cls, fps: float | str | None, max_frames: int | None = 64) -> FrameSampling:
-        """Build from a config value: a number, a numeric string, or ``"all"``/``None``."""
-        if fps is None or (isinstance(fps, str) and fps.strip().lower() == "all"):
-            return cls(None, max_frames)
-        try:
-            value = float(fps)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"frame rate must be a positive number or 'all', got {fps!r}"
-            ) from None
-        return cls(value, max_frames)
-
-    def indices(self, info: VideoInfo) -> list[int]:
-        n = int(info.n_frames)
-        if n <= 0:
-            return []
-        if self.fps is None:
-            k = n
-        else:
-            duration = n / info.fps if info.fps and info.fps > 0 else info.duration_s
-            k = max(1, round(duration * self.fps)) if duration and duration > 0 else n
-        k = min(k, n, self.max_frames or n)
-        if k == n:
-            return list(range(n))
-        step = n / k
-        return [int((i + 0.5) * step) for i in range(k)]
 
 
 @dataclass
