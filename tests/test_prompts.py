@@ -100,6 +100,9 @@ def test_a_description_used_twice_is_refused_naming_both_places(tmp_path):
         "objective": {"template": "a {} photo.", "pairs": [["colorful", "dull"]]},
         "subjective": {"template": "a photo that feels {}.", "pairs": [["exciting", "dull"]]},
     }}))
-    with pytest.raises(PromptError, match=r'twice.json.*duplicate description "dull" appears twice.*"objective" pair 0'
-                       r'.*"subjective" pair 0.*unique'):
+    with pytest.raises(
+        PromptError,
+        match=r'twice.json.*duplicate description "dull" appears twice.*"objective" pair 0'
+        r'.*"subjective" pair 0.*unique',
+    ):
         load_prompts(f)
