@@ -231,7 +231,7 @@ class SemanticBranch:
         self._flush(state)
         if not state.times:
             raise ValueError(f"{state.key}: no frames were decoded")
-        missing = [i for i in state.planned if i not in state.seen]
+        missing = sorted({i for i in state.planned if i not in state.seen})
         if missing:
             raise ValueError(
                 f"{state.key}: frames {missing[:5]} were planned but not decoded"
