@@ -251,9 +251,8 @@ def configure_store(
     store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
     for branch in branches:
         store.ensure_branch(branch.name, branch.config())
-        text = getattr(branch, "text_embeddings", None)
-        if text is not None:
-            store.put_branch_array(branch.name, "text_embeddings", text)
+        for name, value in getattr(branch, "branch_arrays", dict)().items():
+            store.put_branch_array(branch.name, name, value)
     return store
 
 

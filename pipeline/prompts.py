@@ -8,10 +8,12 @@ A prompt file is JSON::
 
 Each set has one template and a list of antonym pairs ``[positive, negative]``. The r
 descriptions are the pairs flattened, set after set (``bright, dark, sharp, blurry, ...``).
+Descriptions must be unique across the file: each one names the features ``avg:<description>``
+and ``max:<description>``.
 
 Softmax modes (how each window's r similarities become probabilities, CLiF-VQA eq. 4):
 
-- ``all``: one softmax over all r descriptions, as in the paper;
+- ``all``: one softmax over all r descriptions, as in the paper (eq. 2; the default);
 - ``per_set``: a softmax within each set, so objective and subjective are normalised apart
   (the CLiF-VQA+ finding that one joint softmax suppresses features);
 - ``pairs``: a softmax within each antonym pair, as CLIP-IQA does.
@@ -98,6 +100,7 @@ def parse_prompts(spec: dict, *, where: str = "prompt spec") -> PromptSet:
     if not isinstance(sets, dict) or not sets:
         raise PromptError(f'{where}: needs a non-empty "sets" object')
     descriptions, texts, set_names, pair_index = [], [], [], []
+    seen: dict[str, str] = {}  # description -> where it first appeared
     pair = 0
     for set_name, body in sets.items():
         template = body.get("template", "{}") if isinstance(body, dict) else None
@@ -117,6 +120,15 @@ def parse_prompts(spec: dict, *, where: str = "prompt spec") -> PromptSet:
                     f"got {item!r}"
                 )
             for description in item:
+                here = f'set "{set_name}" pair {k}'
+                if description.strip() in seen:
+                    raise PromptError(
+                        f'{where}: duplicate description "{description.strip()}" appears twice '
+                        f"({seen[description.strip()]} and {here}); each description names two "
+                        f'features (avg:{description.strip()}, max:{description.strip()}), so '
+                        "descriptions must be unique: reword one of them"
+                    )
+                seen[description.strip()] = here
                 descriptions.append(description.strip())
                 texts.append(template.format(description.strip()))
                 set_names.append(set_name)

@@ -7,6 +7,7 @@ Nothing here downloads anything. Checkpoints load from safetensors or with
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,17 @@ def load_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{what} file not found: {path}")
+    if is_torchscript_archive(path):
+        raise WeightsError(
+            f"{what} {path} is a TorchScript archive (such as OpenAI's original ViT-B-32.pt). "
+            "vqa-pipe does not load TorchScript: loading one runs the code it carries. Convert it "
+            "once, on a machine you trust, into a plain state dict: python -c \"import torch; "
+            f"m = torch.jit.load('{path.name}', map_location='cpu'); "
+            f"torch.save(m.state_dict(), '{path.stem}-state.pt')\" and pass the new file "
+            "(OpenAI weights need QuickGELU: use a model name ending in -quickgelu, e.g. "
+            "ViT-B-32-quickgelu). Or fetch the same weights as safetensors with "
+            "`vqa-pipe weights download ViT-B-32 openai`"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -65,6 +77,21 @@ def load_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, 
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """True for a TorchScript zip archive (it holds ``code/`` or ``constants.pkl``), read safely.
+
+    Only the zip directory is read; nothing in the archive is unpickled or run.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(
+        n.endswith("/constants.pkl") or "/code/" in n or n.startswith("code/") for n in names
+    )
 
 
 def describe_mismatch(missing: list[str], unexpected: list[str], limit: int = 8) -> str:

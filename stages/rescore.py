@@ -59,10 +59,16 @@ def run_rescore(
             f"{source} was made with {cfg['model']} weights {weights.get('file', '?')} "
             f"(sha256 {str(weights.get('sha256', '?'))[:12]}…): pass --clip-pretrained with them"
         )
+    if "windows" not in cfg.get("views", ["windows"]):
+        raise StoreError(
+            f"{source} holds no window embeddings (its semantic views: {cfg['views']}); "
+            "rescoring needs a store extracted with the windows view"
+        )
     clip = load_clip(
         cfg["model"],
         clip_pretrained,
         random_weights=random,
+        quick_gelu=cfg.get("quick_gelu"),  # the activation the store was made with
         device=device,
         seed=int(weights.get("seed", 0)),
     )

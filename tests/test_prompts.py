@@ -85,3 +85,24 @@ def test_bad_prompt_files_are_named(tmp_path, spec, match):
 def test_missing_prompt_file(tmp_path):
     with pytest.raises(PromptError, match="not found"):
         load_prompts(tmp_path / "nope.json")
+
+
+def test_default_feature_names_are_unique():
+    p = load_prompts()
+    names = p.feature_names()
+    assert len(set(names)) == len(names) == 2 * p.r
+    assert len(set(p.descriptions)) == p.r
+
+
+def test_a_description_used_twice_is_refused_naming_both_places(tmp_path):
+    f = tmp_path / "twice.json"
+    f.write_text(json.dumps({"sets": {
+        "objective": {"template": "a {} photo.", "pairs": [["colorful", "dull"]]},
+        "subjective": {"template": "a photo that feels {}.", "pairs": [["exciting", "dull"]]},
+    }}))
+    with pytest.raises(
+        PromptError,
+        match=r'twice.json.*duplicate description "dull" appears twice.*"objective" pair 0'
+        r'.*"subjective" pair 0.*unique',
+    ):
+        load_prompts(f)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from vqa_pipe.pipeline.branches import BranchSpec, BuildContext, register_branch
 from vqa_pipe.pipeline.options import OptionError, check_fields, option
 from vqa_pipe.pipeline.prompts import SOFTMAX_MODES
+from vqa_pipe.pipeline.semantic_branch import FRAME_NORMS, VIEWS
+
+ACTIVATIONS = {"auto": None, "gelu": False, "quickgelu": True}
 
 
 def parse_grid(value: object) -> tuple[int, int]:
@@ -41,13 +44,42 @@ def parse_fps(value: object) -> float | None:
     return fps
 
 
+def parse_views(value: object) -> tuple[str, ...]:
+    """``windows,frame`` (or a list) -> ``("windows", "frame")``."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    views = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
+    bad = [v for v in views if v not in VIEWS]
+    if bad or not views:
+        raise OptionError(f"views: choose from {', '.join(VIEWS)} (comma-separated), got {value!r}")
+    return views
+
+
 @dataclass(frozen=True)
 class SemanticOptions:
     """Options of the semantic branch."""
 
-    clip_model: str = option("ViT-B-32", "open_clip model name (see `vqa-pipe weights list`).")
+    clip_model: str = option(
+        "ViT-B-32",
+        "open_clip model name (ViT-B-32, ViT-B-32-quickgelu, ...; `vqa-pipe weights list`) or "
+        "local-dir:FOLDER.",
+    )
     clip_pretrained: str | None = option(
-        None, "CLIP checkpoint: a file, or an open_clip tag found in the local cache."
+        None,
+        "CLIP weights: an open_clip tag in the local cache, a checkpoint file, or a model folder "
+        "with open_clip_config.json.",
+    )
+    clip_activation: str = option(
+        "auto",
+        "Activation the CLIP weights were trained with; auto reads it from the model name, tag "
+        "or open_clip_config.json and refuses a bare file it cannot tell.",
+        choices=tuple(ACTIVATIONS),
+    )
+    views: tuple[str, ...] = option(
+        ("windows",),
+        "Semantic views, comma-separated: windows (CLiF-VQA windows and scores), frame "
+        "(CLIPVQA's full-frame input).",
+        parse=parse_views,
+        show="windows",
     )
     grid: tuple[int, int] = option(
         (3, 3), "Windows per frame, ROWSxCOLS.", parse=parse_grid, show="3x3"
@@ -58,14 +90,30 @@ class SemanticOptions:
         choices=("native", "cover"),
     )
     softmax: str = option(
-        "per_set",
-        "Normalise over all prompts, per prompt set, or per antonym pair.",
+        "all",
+        "Softmax over all r descriptions (CLiF-VQA eq. 2), per prompt set (CLiF-VQA+), or per "
+        "antonym pair (CLIP-IQA).",
         choices=SOFTMAX_MODES,
     )
     prompts: str = option("default", "'default' or a prompt JSON file.")
     fps: float | None = option(2.0, "Frames sampled per second, or 'all'.", parse=parse_fps,
                                show="2")
     max_frames: int = option(64, "Cap on sampled frames per video (0: none).", min=0)
+    tsn_segments: int = option(
+        0,
+        "Sample N frames, one per equal segment (CLIPVQA's test sampler); replaces --fps and "
+        "--max-frames (0: off).",
+        min=0,
+    )
+    clip_tokens: bool = option(
+        False, "Also store the frame view's patch tokens (frame_tokens, float16; large)."
+    )
+    frame_norm: str = option(
+        "clipvqa",
+        "Frame-view pixel normalisation: ImageNet mean/std as CLIPVQA's code, or the CLIP "
+        "model's own.",
+        choices=FRAME_NORMS,
+    )
     batch_windows: int = option(288, "Windows per CLIP batch.", min=1)
 
     def __post_init__(self) -> None:
@@ -74,7 +122,7 @@ class SemanticOptions:
 
 def build(options: SemanticOptions, context: BuildContext):
     from vqa_pipe.pipeline.clip_model import load_clip
-    from vqa_pipe.pipeline.decode import FrameSampling
+    from vqa_pipe.pipeline.frame_sampling import FrameSampling, TSNSampling
     from vqa_pipe.pipeline.prompts import load_prompts
     from vqa_pipe.pipeline.semantic_branch import SemanticBranch
 
@@ -82,16 +130,24 @@ def build(options: SemanticOptions, context: BuildContext):
         options.clip_model,
         options.clip_pretrained,
         random_weights=context.random_weights,
+        quick_gelu=ACTIVATIONS[options.clip_activation],
         device=context.device,
     )
+    if options.tsn_segments:
+        sampling = TSNSampling(options.tsn_segments)
+    else:
+        sampling = FrameSampling(fps=options.fps, max_frames=options.max_frames or None)
     return SemanticBranch(
         clip,
         load_prompts(options.prompts),
-        FrameSampling(fps=options.fps, max_frames=options.max_frames or None),
+        sampling,
         grid=options.grid,
         window_fit=options.window_fit,
         softmax=options.softmax,
         batch_windows=options.batch_windows,
+        views=options.views,
+        clip_tokens=options.clip_tokens,
+        frame_norm=options.frame_norm,
     )
 
 
@@ -101,9 +157,15 @@ SPEC = register_branch(
         summary="CLIP over an m×n grid of windows per frame, scored against descriptions",
         options=SemanticOptions,
         arrays={
-            "frame_scores": "(F, 2r) float32: mean over windows of the r probabilities, then max",
-            "window_embeddings": "(F, m·n, D) float16: L2-normalised window embeddings",
             "frame_times": "(F,) float32: each sampled frame's time in seconds",
+            "frame_scores": "(F, 2r) float32: mean over windows of the r probabilities, then "
+            "max (windows view)",
+            "window_embeddings": "(F, m·n, D) float16: L2-normalised window embeddings "
+            "(windows view)",
+            "frame_embeddings": "(F, D) float32: CLIP embedding of CLIPVQA's full-frame crop, "
+            "not normalised (frame view)",
+            "frame_tokens": "(F, N, W) float16: patch tokens after the last block "
+            "(frame view with --clip-tokens)",
         },
         build=build,
     )

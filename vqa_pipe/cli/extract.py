@@ -11,22 +11,50 @@ from pathlib import Path
 
 import click
 
-from vqa_pipe.cli.options import dataset_options, options_from
+from vqa_pipe.cli.options import LazyChoice, dataset_options, options_from
 from vqa_pipe.pipeline.branches import branch_option_classes
 from vqa_pipe.pipeline.prompts import SOFTMAX_MODES
 from vqa_pipe.stages.extract import ExtractOptions
 
 
+def _presets() -> list[str]:
+    from vqa_pipe.pipeline.presets import list_presets
+
+    return list_presets()
+
+
+def apply_preset(name: str | None, values: dict) -> dict:
+    """``values`` with a preset's settings where the user gave no value (command line or
+    params file): explicit options win over the preset."""
+    if not name:
+        return values
+    from vqa_pipe.pipeline.presets import load_preset
+
+    ctx = click.get_current_context()
+    out = dict(values)
+    for key, value in load_preset(name, valid_keys=values).items():
+        key = key.replace("-", "_")
+        if ctx.get_parameter_source(key) is click.core.ParameterSource.DEFAULT:
+            out[key] = value
+    return out
+
+
 @click.command("extract")
 @dataset_options(store_help="Feature store to create or resume (default: features/<dataset>.zarr).")
+@click.option(
+    "--preset",
+    type=LazyChoice(_presets),
+    help="Stage-one settings of a paper (pipeline/data/presets: clif-vqa, clipvqa); options "
+    "given explicitly win.",
+)
 @options_from(ExtractOptions, *branch_option_classes())
-def extract(dataset, manifest, store, **values):
+def extract(dataset, manifest, store, preset, **values):
     """Stage one: extract features of every video in a manifest into a Zarr feature store."""
     from vqa_pipe.pipeline.layout import resolve_dataset
     from vqa_pipe.stages.extract import extract as run
 
     paths = resolve_dataset(dataset, manifest, store)
-    options, branch_values = ExtractOptions.split(values)
+    options, branch_values = ExtractOptions.split(apply_preset(preset, values))
     summary = run(paths.manifest, paths.store, options, branch_values, log=_stderr)
     for line in summary.lines():
         click.echo(line)
