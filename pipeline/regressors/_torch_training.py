@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from vqa_pipe.pipeline.losses import LOSSES, LossConfig, make_loss
+from vqa_pipe.pipeline.losses import LOSSES, PAIRWISE, LossConfig, make_loss
 from vqa_pipe.pipeline.regressors import Regressor, RegressorError, Standardizer, TargetScaler
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -29,7 +29,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "weight_decay": 1e-3,
     "loss": "mono+lin",
-    "alpha": 1.0,  # weight of the monotonicity loss
+    "alpha": 1.0,  # weight of the monotonicity (eq. 14) or hinge loss
     "beta": 1.0,  # weight of the linearity loss
     "seed": 0,
     "dropout": 0.1,
@@ -169,7 +169,7 @@ class TorchRegressor(Regressor):
         for key in ("epochs", "batch_size"):
             if int(p[key]) < 1:
                 raise RegressorError(f"{self.who}: {key} must be >= 1, got {p[key]}")
-        if p["loss"] in ("mono+lin", "mono", "lin") and int(p["batch_size"]) < 2:
+        if p["loss"] in PAIRWISE and int(p["batch_size"]) < 2:
             raise RegressorError(f"{self.who}: loss '{p['loss']}' needs batch_size >= 2")
         if float(p["lr"]) <= 0:
             raise RegressorError(f"{self.who}: lr must be > 0, got {p['lr']}")
