@@ -15,7 +15,14 @@ role              shape per video             built from
 ``sequence``      ``(T, 2r)``                 ``semantic/frame_scores`` resampled to T frames
 ``spatial_maps``  ``(C, T', H', W')``         ``spatial/clip_maps`` averaged over clips
 ``spatial_pooled``  ``(C,)``                  ``spatial/clip_pooled`` averaged over clips
+``spatial_clip_maps`` ``(K, C, T', H', W')``  ``spatial/clip_maps`` as stored, one map per
+                                              clip (K = clips x samplings), kept float16
 ================  ==========================  =============================================
+
+``spatial_clip_maps`` is what FAST-VQA's head scores (per clip, then averaged). It is large:
+K x C x T' x H' x W' x 2 bytes per video, 4,816,896 bytes (4.6 MiB) with the spatial
+branch's defaults (4 x 768 x 16 x 7 x 7), e.g. 5.4 GiB for KoNViD-1k's 1,200 videos. It is
+read one store part at a time straight into one preallocated float16 array.
 
 MOS scales. The manifest gives each video's scale (``1-5`` or ``0-100``). Regressors learn
 on a *unit* scale, ``(mos - low) / (high - low)`` in [0, 1], so datasets with different scales
@@ -45,13 +52,15 @@ FLAT = "flat"
 SEQUENCE = "sequence"
 SPATIAL_MAPS = "spatial_maps"
 SPATIAL_POOLED = "spatial_pooled"
-ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED)
+SPATIAL_CLIP_MAPS = "spatial_clip_maps"
+ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED, SPATIAL_CLIP_MAPS)
 
 # Where each non-flat role comes from: (branch, array).
 ROLE_SOURCES: dict[str, tuple[str, str]] = {
     SEQUENCE: ("semantic", "frame_scores"),
     SPATIAL_MAPS: ("spatial", "clip_maps"),
     SPATIAL_POOLED: ("spatial", "clip_pooled"),
+    SPATIAL_CLIP_MAPS: ("spatial", "clip_maps"),
 }
 # What each branch contributes to the flat role: (array, pooling).
 FLAT_SOURCES: dict[str, tuple[str, str]] = {
@@ -269,7 +278,31 @@ def _role_value(role: str, rows: np.ndarray, spec: TableSpec, video_id: str) -> 
         if len(rows) == 0:
             raise FeatureError(f"video '{video_id}' has no spatial clips")
         return np.asarray(rows, dtype=np.float32).mean(axis=0)
+    if role == SPATIAL_CLIP_MAPS:
+        if len(rows) == 0:
+            raise FeatureError(f"video '{video_id}' has no spatial clips")
+        return np.asarray(rows, dtype=np.float16)
     raise FeatureError(f"unknown role {role!r}")
+
+
+def _clip_maps_array(store: Any, branch: str, array: str, ids: list[str],
+                     spec: TableSpec) -> np.ndarray:
+    """The ``spatial_clip_maps`` rows of ``ids`` in one preallocated float16 array, filled
+    part by part (no second copy of the whole table)."""
+    position = {v: i for i, v in enumerate(ids)}
+    out: np.ndarray | None = None
+    for vid, rows_v in iter_video_rows(store, branch, array, ids):
+        value = _role_value(SPATIAL_CLIP_MAPS, rows_v, spec, vid)
+        if out is None:
+            out = np.empty((len(ids),) + value.shape, dtype=np.float16)
+        elif value.shape != out.shape[1:]:
+            raise FeatureError(
+                f"'{branch}/{array}' gives videos of different shapes {value.shape} and "
+                f"{out.shape[1:]} (video '{vid}') in store {store.path}"
+            )
+        out[position[vid]] = value
+    assert out is not None
+    return out
 
 
 def iter_video_rows(store: Any, branch: str, array: str, video_ids: Iterable[str]):
@@ -427,6 +460,9 @@ def load_table(
     for role, pairs in needs.items():
         blocks = []
         for branch, array in pairs:
+            if role == SPATIAL_CLIP_MAPS:
+                blocks.append(_clip_maps_array(store, branch, array, ids, spec))
+                continue
             values: dict[str, np.ndarray] = {}
             for vid, rows_v in iter_video_rows(store, branch, array, ids):
                 if role == FLAT:

@@ -33,7 +33,8 @@ from vqa_pipe.pipeline.regressors import (
     load_regressor,
 )
 
-ALL = ["fused", "gru", "mlp", "ridge", "svr"]
+ALL = ["fused", "gru", "mlp", "ridge", "svr"]  # the regressors that learn from MOS
+REGISTRY = sorted(ALL + ["fastvqa"])  # fastvqa: FAST-VQA's own head (tests/test_fastvqa.py)
 FAST_TORCH = {"epochs": 25, "batch_size": 16}
 N_FRAMES, N_SCORES = 8, 6
 
@@ -151,8 +152,8 @@ def _params(name: str) -> dict:
 
 # --------------------------------------------------------------------------- registry
 def test_registry_lists_every_regressor_and_names_bad_choices():
-    assert list_regressors() == ALL
-    with pytest.raises(RegressorError, match="unknown regressor 'xgb'; available: fused, gru"):
+    assert list_regressors() == REGISTRY
+    with pytest.raises(RegressorError, match="unknown regressor 'xgb'; available: fastvqa, fused"):
         get_regressor("xgb")
     with pytest.raises(RegressorError, match="has no parameter.*lr.*valid: C, epsilon"):
         create_regressor("svr", lr=0.1)

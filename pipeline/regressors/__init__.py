@@ -50,6 +50,7 @@ _BUILTIN: dict[str, str] = {
     "mlp": "mlp",
     "gru": "gru",
     "fused": "fused",
+    "fastvqa": "fastvqa",
 }
 _REGISTRY: dict[str, type[Regressor]] = {}
 
