@@ -420,3 +420,55 @@ def test_protocol_departures_are_logged(e2e, checkpoint, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         create_regressor("fastvqa", checkpoint=str(checkpoint)).fit(table)
     assert "clip_len=16 (FAST-VQA-B: 32)" in caplog.text
+
+
+# ------------------------------------------------------------------ through the stages
+
+
+def test_train_and_evaluate_stages_run_fastvqa(tmp_path):
+    """``train --regressor fastvqa --protocol cross --test all ...`` scores every video with
+    FAST-VQA's head; ``evaluate`` does the same on another store."""
+    from scipy import stats
+    from vqa_pipe.pipeline.spatial_branch import SpatialBranch
+    from vqa_pipe.pipeline.swin_backbone import SwinConfig, register_backbone
+    from vqa_pipe.stages.evaluate import run_evaluate
+    from vqa_pipe.stages.train import DatasetRef, TrainOptions, run_train
+
+    micro = register_backbone("test-swin-micro-fastvqa", SwinConfig(
+        embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+        frag_bias=(True, True, True, False), adaptive_window=True), exist_ok=True)
+    model = build_backbone(micro).init_random(3)
+    state = {"fragments_backbone." + k: v for k, v in model.state_dict().items()}
+    state.update(_small_head_state("vqa_head.", channels=micro.out_channels, hidden=4))
+    ckpt = tmp_path / "FAST_VQA_micro.pth"
+    torch.save({"state_dict": state}, ckpt)
+    config = SpatialBranch("test-swin-micro-fastvqa", weights=ckpt).config()
+    rng = np.random.default_rng(0)
+    maps = {f"v{i:02d}": {"clip_maps": rng.normal(size=(4, 64, 16, 7, 7)).astype(np.float16),
+                          "clip_pooled": np.zeros((4, 64), np.float32)} for i in range(12)}
+    mos = {v: float(1 + 4 * rng.random()) for v in maps}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    store, manifest = _store_with(tmp_path / "a", maps, config, mos)
+    other = dict(list(maps.items())[:6])
+    store_b, manifest_b = _store_with(tmp_path / "b", other, config, mos)
+    opts = TrainOptions(regressor="fastvqa", params={"checkpoint": str(ckpt)},
+                        protocol="cross", n_splits=1)
+    result = run_train(DatasetRef(store, manifest, "konvid"), tmp_path / "run", opts,
+                       tests=[DatasetRef(store, manifest, "konvid_all")])
+    rows = [r for r in result.predictions if r.test_set == "konvid_all"]
+    assert len(rows) == 12
+    head, _ = load_vqa_head(ckpt)
+    with torch.no_grad():
+        expected = {v: float(head.score_clips(torch.from_numpy(m["clip_maps"][None]).float()))
+                    for v, m in maps.items()}
+    for row in rows:  # 1-5 scale: 1 + 4 * FAST-VQA's score
+        assert row.prediction == pytest.approx(1 + 4 * expected[row.video_id], abs=1e-5)
+    srocc = stats.spearmanr([r.mos for r in rows], [expected[r.video_id] for r in rows])[0]
+    assert result.summary["konvid_all"]["srocc"]["median"] == pytest.approx(srocc)
+    (folder,) = (tmp_path / "run" / "models").iterdir()
+    fit_info = json.loads((folder / "config.json").read_text())
+    assert fit_info["fit_info"]["trained"].startswith("nothing")
+    evaluated = run_evaluate(tmp_path / "run", store_b, manifest_b, tmp_path / "eval")
+    assert len(evaluated.predictions) == 6
+
