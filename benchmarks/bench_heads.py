@@ -4,9 +4,10 @@
                                      [--frames 16] [--scores 68] [--epochs 60] [--threads 1]
 
 The cache is random, with the shapes of a KoNViD-1k store: 1,200 videos, T = 16 frames of
-2r = 68 CLIP prompt scores (the default 17 antonym pairs), and for ``fused`` Swin-T maps of
-768 x 4 x 7 x 7 per video. The MOS is a fixed function of the inputs, so the printed SROCC
-shows the model learns; speed does not depend on the values. Each split trains on 768
+2r = 68 CLIP prompt scores (the default 17 antonym pairs), and for ``fused`` Swin-T clip maps
+of 4 clips x 768 x 4 x 7 x 7 per video (float16; the real maps have T' = 16). The MOS is a
+fixed function of the inputs, so the printed SROCC shows the model learns; speed does not
+depend on the values. Each split trains on 768
 videos with 192 for epoch selection (the protocol's 80/20 then 80/20) and tests on 240.
 Prints a markdown table.
 """
@@ -20,7 +21,7 @@ import time
 
 import numpy as np
 import torch
-from vqa_pipe.pipeline.feature_table import SEQUENCE, SPATIAL_MAPS, FeatureTable
+from vqa_pipe.pipeline.feature_table import SEQUENCE, SPATIAL_CLIP_MAPS, FeatureTable
 from vqa_pipe.pipeline.metrics import srocc
 from vqa_pipe.pipeline.regressors import create_regressor
 from vqa_pipe.pipeline.splits import random_splits
@@ -33,9 +34,9 @@ def konvid_sized_cache(frames: int, scores: int, with_maps: bool) -> FeatureTabl
     quality = (seq @ w).mean(1) + np.sin(seq[:, :, 0].mean(1) * 6)
     inputs = {SEQUENCE: seq}
     if with_maps:
-        maps = rng.normal(size=(1200, 768, 4, 7, 7)).astype(np.float16)
-        quality = quality + maps[:, :8].astype(np.float32).mean(axis=(1, 2, 3, 4)) * 20
-        inputs[SPATIAL_MAPS] = maps
+        maps = rng.normal(size=(1200, 4, 768, 4, 7, 7)).astype(np.float16)
+        quality = quality + maps[:, :, :8].astype(np.float32).mean(axis=(1, 2, 3, 4, 5)) * 40
+        inputs[SPATIAL_CLIP_MAPS] = maps
     mos = 1 + 4 * (quality - quality.min()) / np.ptp(quality)
     return FeatureTable([f"v{i}" for i in range(1200)], mos, "1-5", inputs, dataset="konvid-sized")
 

@@ -15,6 +15,8 @@ role              shape per video             built from
 ``sequence``      ``(T, 2r)``                 ``semantic/frame_scores`` resampled to T frames
 ``spatial_maps``  ``(C, T', H', W')``         ``spatial/clip_maps`` averaged over clips
 ``spatial_pooled``  ``(C,)``                  ``spatial/clip_pooled`` averaged over clips
+``spatial_clip_maps`` ``(K, C, T', H', W')``  ``spatial/clip_maps`` as stored, one map per
+                                              clip (K = clips x samplings), kept float16
 ``clip_frames``   ``(T, D)``                  ``semantic/frame_embeddings`` (CLIP image
                                               embedding of each whole frame), T frames
                                               picked by TSN (see :func:`tsn_indices`)
@@ -25,6 +27,11 @@ role              shape per video             built from
 ``level_text``    ``(K, D)``                  the branch array ``level_text_embeddings``
                                               (K quality-level words), same for every video
 ================  ==========================  =============================================
+
+``spatial_clip_maps`` is what FAST-VQA's head scores (per clip, then averaged). It is large:
+K x C x T' x H' x W' x 2 bytes per video, 4,816,896 bytes (4.6 MiB) with the spatial
+branch's defaults (4 x 768 x 16 x 7 x 7), e.g. 5.4 GiB for KoNViD-1k's 1,200 videos. It is
+read one store part at a time straight into one preallocated float16 array.
 
 The three ``clip_*``/``level_text`` roles feed the ``clipvqa`` head; T is
 :attr:`TableSpec.clip_frames` (32, as CLIPVQA). Which array gave ``clip_keys`` is recorded in
@@ -58,17 +65,19 @@ FLAT = "flat"
 SEQUENCE = "sequence"
 SPATIAL_MAPS = "spatial_maps"
 SPATIAL_POOLED = "spatial_pooled"
+SPATIAL_CLIP_MAPS = "spatial_clip_maps"
 CLIP_FRAMES = "clip_frames"
 CLIP_KEYS = "clip_keys"
 LEVEL_TEXT = "level_text"
-ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED, CLIP_FRAMES, CLIP_KEYS,
-                          LEVEL_TEXT)
+ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED, SPATIAL_CLIP_MAPS,
+                          CLIP_FRAMES, CLIP_KEYS, LEVEL_TEXT)
 
 # Where each non-flat role comes from: (branch, array).
 ROLE_SOURCES: dict[str, tuple[str, str]] = {
     SEQUENCE: ("semantic", "frame_scores"),
     SPATIAL_MAPS: ("spatial", "clip_maps"),
     SPATIAL_POOLED: ("spatial", "clip_pooled"),
+    SPATIAL_CLIP_MAPS: ("spatial", "clip_maps"),
     CLIP_FRAMES: ("semantic", "frame_embeddings"),
     CLIP_KEYS: ("semantic", "frame_tokens"),  # or window_embeddings (see _clip_keys_source)
     LEVEL_TEXT: ("semantic", "level_text_embeddings"),  # a branch array, not per video
@@ -324,7 +333,31 @@ def _role_value(role: str, rows: np.ndarray, spec: TableSpec, video_id: str) -> 
         if len(rows) == 0:
             raise FeatureError(f"video '{video_id}' has no spatial clips")
         return np.asarray(rows, dtype=np.float32).mean(axis=0)
+    if role == SPATIAL_CLIP_MAPS:
+        if len(rows) == 0:
+            raise FeatureError(f"video '{video_id}' has no spatial clips")
+        return np.asarray(rows, dtype=np.float16)
     raise FeatureError(f"unknown role {role!r}")
+
+
+def _clip_maps_array(store: Any, branch: str, array: str, ids: list[str],
+                     spec: TableSpec) -> np.ndarray:
+    """The ``spatial_clip_maps`` rows of ``ids`` in one preallocated float16 array, filled
+    part by part (no second copy of the whole table)."""
+    position = {v: i for i, v in enumerate(ids)}
+    out: np.ndarray | None = None
+    for vid, rows_v in iter_video_rows(store, branch, array, ids):
+        value = _role_value(SPATIAL_CLIP_MAPS, rows_v, spec, vid)
+        if out is None:
+            out = np.empty((len(ids),) + value.shape, dtype=np.float16)
+        elif value.shape != out.shape[1:]:
+            raise FeatureError(
+                f"'{branch}/{array}' gives videos of different shapes {value.shape} and "
+                f"{out.shape[1:]} (video '{vid}') in store {store.path}"
+            )
+        out[position[vid]] = value
+    assert out is not None
+    return out
 
 
 def iter_video_rows(store: Any, branch: str, array: str, video_ids: Iterable[str]):
@@ -498,6 +531,9 @@ def load_table(
             continue
         blocks = []
         for branch, array in pairs:
+            if role == SPATIAL_CLIP_MAPS:
+                blocks.append(_clip_maps_array(store, branch, array, ids, spec))
+                continue
             values: dict[str, np.ndarray] = {}
             for vid, rows_v in iter_video_rows(store, branch, array, ids):
                 if role == FLAT:

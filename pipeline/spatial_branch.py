@@ -5,12 +5,15 @@ Per video it stores, one row per fragment clip (``n_clips * n_samplings`` rows, 
 row ``s * n_clips + c`` is sampling ``s`` of clip ``c``):
 
 - ``clip_maps`` (rows, C, T', H', W') float16: the backbone's last feature map (after its final
-  LayerNorm), which the CLiF-VQA head turns into the spatial vector (eqs. 9-11); only with
-  ``store_maps=True``. 768 x 16 x 7 x 7 for the defaults: 1,204,224 bytes per clip.
+  LayerNorm), which FAST-VQA's VQAHead scores per clip (:mod:`.vqa_head`, the ``fastvqa`` and
+  ``fused`` regressors); only with ``store_maps=True``. 768 x 16 x 7 x 7 for the defaults:
+  1,204,224 bytes per clip.
 - ``clip_pooled`` (rows, C) float32: the map's global average, a cheap vector for SVR-style
   regressors (3,072 bytes per clip).
 
-Clips are built while frames stream in: each arriving frame is cut into the mini-patches of
+Clips and patches are sampled as FAST-VQA samples them at test time (:mod:`.fragments`:
+``clip_sampler`` and ``small_frames``, both ``fastvqa`` by default). Clips are built while
+frames stream in: each arriving frame is cut into the mini-patches of
 every clip (and sampling) that uses it, so at most one native-resolution frame is held at a
 time. A clip is run through the backbone as soon as its last frame arrived, in batches of
 ``batch_clips`` (fp16 autocast on CUDA, results left on the GPU until the video ends so that
@@ -30,12 +33,12 @@ from typing import Any
 
 import numpy as np
 from vqa_pipe.pipeline.fragments import (
+    SMALL_FRAMES,
     ClipPlan,
     FragmentError,
     FragmentLayout,
     clip_rng,
     fragment_layout,
-    resize_rgb,
 )
 from vqa_pipe.pipeline.swin_backbone import IMAGENET_MEAN_255, IMAGENET_STD_255, load_swin
 
@@ -81,6 +84,8 @@ class SpatialBranch:
         store_maps: bool = True,
         device: str = "cpu",
         batch_clips: int = 4,
+        clip_sampler: str = "fastvqa",
+        small_frames: str = "fastvqa",
     ) -> None:
         """Load the backbone (errors about weights come here, before any video is decoded).
 
@@ -93,15 +98,25 @@ class SpatialBranch:
             grid, patch: ``grid x grid`` mini-patches of ``patch`` pixels (224 x 224 fragments).
             clip_len, frame_interval, n_clips: temporal sampling (:class:`ClipPlan`).
             n_samplings: differently seeded spatial samplings per clip (augmentation copies).
-            seed: seed of the patch positions (and of random weights).
+            seed: seed of the clip offsets, the patch positions (and of random weights).
             store_maps: also store ``clip_maps``; ``clip_pooled`` is always stored.
             batch_clips: clips per backbone call.
+            clip_sampler: ``fastvqa`` (FAST-VQA's FragmentSampleFrames, test mode) or
+                ``centred`` (mmaction's SampleFrames, test mode); see :mod:`.fragments`.
+            small_frames: frames under ``grid*patch`` pixels: ``fastvqa`` (FAST-VQA's torch
+                upsampling, grid on the original size) or ``resize`` (Pillow upscale of the
+                shorter side to ``grid*patch``, grid on the upscaled frame).
         """
         for label, value in (("grid", grid), ("patch", patch), ("n_samplings", n_samplings),
                              ("batch_clips", batch_clips)):
             if int(value) < 1:
                 raise FragmentError(f"spatial branch: {label} must be >= 1, got {value}")
-        self._plan = ClipPlan(int(clip_len), int(frame_interval), int(n_clips))
+        if small_frames not in SMALL_FRAMES:
+            raise FragmentError(f"spatial branch: small_frames must be one of "
+                                f"{', '.join(SMALL_FRAMES)}, got {small_frames!r}")
+        self._plan = ClipPlan(int(clip_len), int(frame_interval), int(n_clips),
+                              sampler=str(clip_sampler), seed=int(seed))
+        self.small_frames = str(small_frames)
         self.grid, self.patch = int(grid), int(patch)
         self.n_samplings, self.seed = int(n_samplings), int(seed)
         self.store_maps = bool(store_maps)
@@ -150,6 +165,8 @@ class SpatialBranch:
             "clip_len": self._plan.clip_len,
             "frame_interval": self._plan.frame_interval,
             "n_clips": self._plan.n_clips,
+            "clip_sampler": self._plan.sampler,
+            "small_frames": self.small_frames,
             "n_samplings": self.n_samplings,
             "seed": self.seed,
             "store_maps": self.store_maps,
@@ -239,7 +256,7 @@ class SpatialBranch:
         """Patch positions used for ``height x width`` frames: ``[sampling][clip]``."""
         return [
             [fragment_layout(height, width, grid=self.grid, patch=self.patch,
-                             rng=clip_rng(self.seed, s, c))
+                             rng=clip_rng(self.seed, s, c), small_frames=self.small_frames)
              for c in range(self._plan.n_clips)]
             for s in range(self.n_samplings)
         ]
@@ -254,12 +271,14 @@ class SpatialBranch:
     # ---------------------------------------------------------------- internals
 
     def _make_layouts(self, state: _VideoState, height: int, width: int) -> None:
+        try:
+            state.layouts = self.layouts_for(height, width)
+        except FragmentError as err:
+            raise FragmentError(f"{state.key}: {err}") from None
         state.frame_hw = (height, width)
-        state.layouts = self.layouts_for(height, width)
 
     def _scaled(self, state: _VideoState, rgb: np.ndarray) -> np.ndarray:
-        layout = state.layouts[0][0]
-        return resize_rgb(rgb, layout.scaled_hw) if layout.upscaled else rgb
+        return state.layouts[0][0].scale_frame(rgb)  # the same scaling for every layout
 
     def _fill(self, state: _VideoState, index: int, scaled: np.ndarray) -> None:
         for c, t in state.slots[index]:

@@ -12,6 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from conftest import REPO
+from vqa_pipe.pipeline.backbones import get_backbone_config
 from vqa_pipe.pipeline.branches import BRANCHES, branch_option_classes, build_branches
 from vqa_pipe.pipeline.datasets import get_dataset
 from vqa_pipe.pipeline.errors import VqaPipeError
@@ -124,6 +125,7 @@ def test_declared_options_are_unique_and_all_on_the_cli():
         (get_regressor, "regressor"),
         (get_dataset, "dataset"),
         (BRANCHES.get, "branch"),
+        (get_backbone_config, "spatial backbone"),
     ],
 )
 def test_registries_share_one_lookup_error(lookup, kind):

@@ -16,6 +16,7 @@ import pytest
 from vqa_pipe.pipeline.feature_table import (
     FLAT,
     SEQUENCE,
+    SPATIAL_CLIP_MAPS,
     SPATIAL_MAPS,
     FeatureError,
     FeatureTable,
@@ -33,7 +34,8 @@ from vqa_pipe.pipeline.regressors import (
     load_regressor,
 )
 
-ALL = ["fused", "gru", "mlp", "ridge", "svr"]
+ALL = ["fused", "gru", "mlp", "ridge", "svr"]  # the regressors that learn from MOS
+REGISTRY = sorted(ALL + ["fastvqa"])  # fastvqa: FAST-VQA's own head (tests/test_fastvqa.py)
 FAST_TORCH = {"epochs": 25, "batch_size": 16}
 N_FRAMES, N_SCORES = 8, 6
 
@@ -135,14 +137,16 @@ def synthetic_table(n: int = 240, seed: int = 0) -> FeatureTable:
     """A table whose MOS is a known non-linear function of every role's inputs."""
     rng = np.random.default_rng(seed)
     seq = rng.normal(size=(n, 8, 6)).astype(np.float32)
-    maps = rng.normal(size=(n, 4, 2, 3, 3)).astype(np.float32)
+    clip_maps = rng.normal(size=(n, 2, 4, 2, 3, 3)).astype(np.float16)  # 2 clips
+    maps = clip_maps.astype(np.float32).mean(axis=1)
     w = np.array([1.0, -0.5, 0.8, 0.0, 0.3, -1.0])
     quality = (seq @ w).mean(1) + 0.6 * np.tanh(seq[:, :, 0].mean(1) * 2)
     quality = quality + 0.8 * maps[:, 0].mean(axis=(1, 2, 3))
     mos = 1 + 4 * (quality - quality.min()) / np.ptp(quality)
     flat = np.concatenate([seq.mean(1), seq.std(1), maps.mean(axis=(2, 3, 4))], axis=1)
     return FeatureTable([f"v{i:03d}" for i in range(n)], mos, "1-5",
-                        {FLAT: flat, SEQUENCE: seq, SPATIAL_MAPS: maps}, dataset="synthetic")
+                        {FLAT: flat, SEQUENCE: seq, SPATIAL_MAPS: maps,
+                         SPATIAL_CLIP_MAPS: clip_maps}, dataset="synthetic")
 
 
 def _params(name: str) -> dict:
@@ -151,8 +155,8 @@ def _params(name: str) -> dict:
 
 # --------------------------------------------------------------------------- registry
 def test_registry_lists_every_regressor_and_names_bad_choices():
-    assert list_regressors() == sorted(ALL + ["clipvqa"])  # clipvqa: tests/test_clipvqa.py
-    with pytest.raises(RegressorError, match="unknown regressor 'xgb'; valid: clipvqa, fused"):
+    assert list_regressors() == sorted(REGISTRY + ["clipvqa"])  # clipvqa: tests/test_clipvqa.py
+    with pytest.raises(RegressorError, match="unknown regressor 'xgb'; valid: clipvqa, fastvqa"):
         get_regressor("xgb")
     with pytest.raises(RegressorError, match="has no parameter.*lr.*valid: C, epsilon"):
         create_regressor("svr", lr=0.1)
@@ -276,13 +280,17 @@ def test_every_regressor_trains_and_predicts_on_the_sample_store(name, sample_st
 
 def test_sample_store_inputs_have_the_documented_shapes(sample_store):
     store, manifest = sample_store
-    table = load_table(store, manifest, [FLAT, SEQUENCE, SPATIAL_MAPS],
+    table = load_table(store, manifest, [FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_CLIP_MAPS],
                        TableSpec(n_frames=16))
     assert table.input_shapes() == {
         FLAT: [2 * N_SCORES + 3],  # semantic mean+std, then spatial pooled
         SEQUENCE: [16, N_SCORES],  # 8 frames interpolated to 16
         SPATIAL_MAPS: [3, 2, 4, 4],
+        SPATIAL_CLIP_MAPS: [2, 3, 2, 4, 4],  # per clip, as stored
     }
+    assert table.inputs[SPATIAL_CLIP_MAPS].dtype == np.float16
+    np.testing.assert_allclose(table.inputs[SPATIAL_CLIP_MAPS].astype(np.float32).mean(axis=1),
+                               table.inputs[SPATIAL_MAPS], rtol=1e-6)
     assert table.info["flat_layout"] == [["semantic", "frame_scores", 12],
                                          ["spatial", "clip_pooled", 3]]
     assert sorted(set(table.scales)) == ["0-100", "1-5"]
@@ -294,6 +302,7 @@ def test_missing_feature_group_is_named(name, branch, sample_videos, tmp_path):
     store, manifest = build_sample_store(sample_videos, tmp_path, branches=(other,))
     with pytest.raises(FeatureError, match=f"regressor '{name}' needs the '{branch}' branch"):
         load_table(store, manifest, _roles(name), who=f"regressor '{name}'")
-    table = load_table(store, manifest, [SEQUENCE if other == "semantic" else SPATIAL_MAPS])
+    table = load_table(store, manifest,
+                       [SEQUENCE if other == "semantic" else SPATIAL_CLIP_MAPS])
     with pytest.raises(FeatureError, match=f"regressor '{name}' needs the '{branch}' branch"):
         create_regressor(name).fit(table, table)

@@ -50,10 +50,18 @@ def _extract(branch, info, frames, key="video"):
     return state, branch.finish_video(state)
 
 
+SEEDS = range(6)  # the seeds the tests below use; the clip offsets depend on the seed
+
+
 @pytest.fixture(scope="module")
 def konvid(sample_videos):
+    """The frames every seed's plan needs (each branch skips the frames it does not use)."""
+    from vqa_pipe.pipeline.decode import iter_frames, probe
+
     path = sample_videos["konvid_10053703034.mp4"]["path"]
-    return _decoded(path, _branch().plan())
+    info = probe(path)
+    wanted = sorted({i for seed in SEEDS for i in _branch(seed=seed).plan().indices(info)})
+    return info, list(iter_frames(path, wanted, info=info))
 
 
 # ------------------------------------------------------------------ real videos
@@ -277,3 +285,59 @@ def test_store_accepts_the_results_and_refuses_another_config(tmp_path, konvid):
     np.testing.assert_array_equal(back["a"], arrays["clip_maps"])
     with pytest.raises(StoreError, match="n_clips"):
         store.ensure_branch("spatial", _branch(n_clips=3).config())
+
+
+# ------------------------------------------------------------------ FAST-VQA sampling options
+
+
+def test_small_frames_follow_the_chosen_mode(tiny_video):
+    from vqa_pipe.pipeline.decode import probe
+
+    info = probe(tiny_video)  # 192x144: smaller than 224 on both sides
+    for mode in ("fastvqa", "resize"):
+        branch = _branch(small_frames=mode, seed=2)
+        assert branch.config()["small_frames"] == mode
+        _, frames = _decoded(tiny_video, branch.plan())
+        state, _ = _extract(branch, info, frames)
+        clips = branch.fragments(state)
+        layout = branch.layouts_for(info.height, info.width)[0][1]
+        assert layout.upscale == mode
+        first = int(branch.plan().clip_indices(info.n_frames)[1, 0])
+        rgb = next(f.rgb for f in frames if f.index == first)
+        np.testing.assert_array_equal(clips[0, 1, 0], layout.extract(rgb))
+    assert _branch().config()["small_frames"] == "fastvqa"  # the default
+
+
+def test_frame_under_one_patch_is_refused_naming_the_video_and_the_option():
+    from vqa_pipe.pipeline.decode import Frame, VideoInfo
+
+    branch = _branch()
+    info = VideoInfo(48, 24, 25.0, 40, 1.6)
+    state = branch.start_video("sliver.mp4", info)
+    with pytest.raises(FragmentError, match="sliver.mp4: a 48x24 frame.*small_frames='resize'"):
+        branch.add_frame(state, Frame(0, 0.0, np.zeros((24, 48, 3), np.uint8)))
+    resized = _branch(small_frames="resize")
+    state = resized.start_video("sliver.mp4", info)
+    resized.add_frame(state, Frame(0, 0.0, np.zeros((24, 48, 3), np.uint8)))  # accepted
+
+
+def test_clip_sampler_and_its_seed_choose_the_frames():
+    from vqa_pipe.pipeline.decode import VideoInfo
+
+    info = VideoInfo(640, 360, 25.0, 1000, 40.0)
+    default = _branch(clip_len=32, frame_interval=2, n_clips=4, seed=0)
+    assert default.config()["clip_sampler"] == "fastvqa"
+    starts = default.plan().clip_starts(1000)
+    assert (starts - 250 * np.arange(4) >= 0).all() and (starts - 250 * np.arange(4) < 186).all()
+    other_seed = _branch(clip_len=32, frame_interval=2, n_clips=4, seed=1).plan()
+    assert not np.array_equal(other_seed.clip_starts(1000), starts)
+    centred = _branch(clip_len=32, frame_interval=2, n_clips=4, clip_sampler="centred")
+    assert list(centred.plan().clip_starts(240)) == [22, 66, 110, 154]
+    assert centred.config()["clip_sampler"] == "centred"
+    assert default.plan().indices(info) != centred.plan().indices(info)
+
+
+@pytest.mark.parametrize("bad", [{"clip_sampler": "uniform"}, {"small_frames": "crop"}])
+def test_bad_sampling_options_are_refused(bad):
+    with pytest.raises(FragmentError, match=repr(next(iter(bad.values())))):
+        _branch(**bad)

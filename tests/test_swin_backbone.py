@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from vqa_pipe.pipeline.backbones import BackboneError
 from vqa_pipe.pipeline.swin_backbone import (
     SwinBackbone,
     SwinConfig,
@@ -191,7 +192,7 @@ def test_random_weights_are_seeded():
 
 
 def test_unknown_backbone_lists_the_choices():
-    with pytest.raises(ValueError, match="swin3d_t_grpb"):
+    with pytest.raises(BackboneError, match="unknown spatial backbone 'swin3d_b'; valid: .*grpb"):
         load_swin("swin3d_b", random_weights=True)
     assert {"swin3d_t", "swin3d_t_grpb"} <= set(list_backbones())
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vqa_pipe.pipeline.branches import BranchSpec, BuildContext, register_branch
+from vqa_pipe.pipeline.fragments import SAMPLERS as CLIP_SAMPLERS
+from vqa_pipe.pipeline.fragments import SMALL_FRAMES
 from vqa_pipe.pipeline.options import check_fields, option
 
 
 def _backbones() -> list[str]:
-    from vqa_pipe.pipeline.swin_backbone import list_backbones
+    from vqa_pipe.pipeline.backbones import list_backbones
 
     return ["auto", *list_backbones()]
 
@@ -39,7 +41,19 @@ class SpatialOptions:
         1, "Differently seeded fragment samplings per clip (training augmentation).",
         min=1, max=64,
     )
-    spatial_seed: int = option(0, "Fragment sampling seed.")
+    spatial_seed: int = option(0, "Fragment sampling seed (patch positions and clip offsets).")
+    spatial_clip_sampler: str = option(
+        "fastvqa",
+        "Clip starts: fastvqa (FAST-VQA's test sampler: segment starts plus seeded offsets) or "
+        "centred (the earlier evenly centred clips).",
+        choices=CLIP_SAMPLERS,
+    )
+    spatial_small_frames: str = option(
+        "fastvqa",
+        "Frames smaller than the fragment grid: fastvqa (torch bilinear upsampling, patches on "
+        "the original grid, as FAST-VQA) or resize (Pillow upscale first).",
+        choices=SMALL_FRAMES,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -58,6 +72,8 @@ def build(options: SpatialOptions, context: BuildContext):
         n_clips=options.spatial_clips,
         n_samplings=options.spatial_samplings,
         seed=options.spatial_seed,
+        clip_sampler=options.spatial_clip_sampler,
+        small_frames=options.spatial_small_frames,
         store_maps=options.spatial_output == "map",
         device=context.device,
     )

@@ -7,12 +7,15 @@ name       inputs (feature-table roles)    model
                                            searched on the validation part only
 ``ridge``  ``flat``                        standardised features, ridge regression
                                            (alpha searched on validation)
-``mlp``    ``sequence``                    CLiF-VQA semantic MLP (FC-GELU-FC over the
-                                           T x 2r map) and a regression head
+``mlp``    ``sequence``                    CLiF-VQA semantic MLP (eq. 8: FC-GELU-FC along
+                                           time per description) and a regression head
 ``gru``    ``sequence``                    VSFA-style: reduce, GRU, per-frame scores,
                                            temporal pooling
-``fused``  ``sequence`` + ``spatial_maps``  CLiF-VQA fusion: semantic MLP and a Conv3D
-                                           spatial head, concatenated, FC-GELU-FC
+``fused``  ``sequence`` +                  CLiF-VQA fusion (eqs. 10-13): eq. 8 and
+           ``spatial_clip_maps``           FAST-VQA's head per clip, flattened,
+                                           concatenated, FC-GELU-FC
+``fastvqa`` ``spatial_clip_maps``          FAST-VQA's own head from its checkpoint;
+                                           nothing trained
 ``clipvqa``  ``clip_frames`` + ``clip_keys``  CLIPVQA head on frozen CLIP: SAT over frame
            + ``level_text``                embeddings, VAT over patch tokens (or window
                                            embeddings), softmax over 6 level words;

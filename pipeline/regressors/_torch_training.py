@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from vqa_pipe.pipeline.losses import LOSSES, LossConfig, make_loss
+from vqa_pipe.pipeline.losses import LOSSES, PAIRWISE, LossConfig, make_loss
 from vqa_pipe.pipeline.regressors import Regressor, RegressorError, Standardizer, TargetScaler
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -29,7 +29,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "weight_decay": 1e-3,
     "loss": "mono+lin",
-    "alpha": 1.0,  # weight of the monotonicity loss
+    "alpha": 1.0,  # weight of the monotonicity (eq. 14) or hinge loss
     "beta": 1.0,  # weight of the linearity loss
     "seed": 0,
     "dropout": 0.1,
@@ -154,10 +154,12 @@ class TorchRegressor(Regressor):
     """Base of the torch regressors: standardise, train, calibrate, save as safetensors.
 
     Subclasses set ``roles``, ``channel_axes`` (per role, the channel axis of the per-video
-    shape) and implement :meth:`build`.
+    shape) and implement :meth:`build`. Roles in ``raw_roles`` reach the network as stored
+    (no standardisation, no copy: e.g. float16 clip maps a pretrained head expects raw).
     """
 
     channel_axes: dict[str, int] = {}
+    raw_roles: tuple[str, ...] = ()
     defaults = dict(TRAIN_DEFAULTS)
 
     def _check_params(self) -> None:
@@ -169,7 +171,7 @@ class TorchRegressor(Regressor):
         for key in ("epochs", "batch_size"):
             if int(p[key]) < 1:
                 raise RegressorError(f"{self.who}: {key} must be >= 1, got {p[key]}")
-        if p["loss"] in ("mono+lin", "mono", "lin") and int(p["batch_size"]) < 2:
+        if p["loss"] in PAIRWISE and int(p["batch_size"]) < 2:
             raise RegressorError(f"{self.who}: loss '{p['loss']}' needs batch_size >= 2")
         if float(p["lr"]) <= 0:
             raise RegressorError(f"{self.who}: lr must be > 0, got {p['lr']}")
@@ -183,7 +185,8 @@ class TorchRegressor(Regressor):
         raise NotImplementedError
 
     def _standardise(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {role: self._scalers[role].transform(inputs[role]) for role in self.roles}
+        return {role: inputs[role] if role in self.raw_roles
+                else self._scalers[role].transform(inputs[role]) for role in self.roles}
 
     def _fit(self, inputs, y_unit, val_inputs, y_val_unit) -> dict[str, Any]:
         with torch_threads(int(self.params["threads"])):
@@ -193,7 +196,7 @@ class TorchRegressor(Regressor):
         torch.manual_seed(int(self.params["seed"]))
         self._scalers = {
             role: Standardizer.fit(inputs[role], self.channel_axes.get(role, -1))
-            for role in self.roles
+            for role in self.roles if role not in self.raw_roles
         }
         self._target = TargetScaler.fit(y_unit)
         x = self._standardise(inputs)
@@ -230,7 +233,7 @@ class TorchRegressor(Regressor):
 
     def _set_state(self, tensors: Mapping[str, np.ndarray]) -> None:
         self._scalers = {role: Standardizer.from_state(tensors, f"scaler.{role}")
-                         for role in self.roles}
+                         for role in self.roles if role not in self.raw_roles}
         self._target = TargetScaler.from_state(tensors)
         self._calibration = np.asarray(tensors["calibration"], dtype=np.float64)
         self._net = self.build(self.input_shapes)
