@@ -58,8 +58,6 @@ class _VideoState:
     planned: list[int]
     seen: dict = field(default_factory=dict)  # frame index -> row among decoded frames
     times: list = field(default_factory=list)
-    pending_windows: list = field(default_factory=list)
-    pending_frames: list = field(default_factory=list)
     windows: list = field(default_factory=list)
     frame_emb: list = field(default_factory=list)
     frame_tokens: list = field(default_factory=list)
@@ -123,6 +121,10 @@ class SemanticBranch:
         self.softmax = softmax
         self.groups = prompts.groups(softmax)
         self.batch_windows = max(self.grid.n_windows, int(batch_windows))
+        # Images waiting for CLIP, of every video in flight: (video state, window stack or
+        # frame crop). Several videos share a batch (the decoder pool interleaves them).
+        self._windows: list = []
+        self._frames: list = []
         self.text_embeddings = clip.encode_texts(list(prompts.texts)).numpy().astype(np.float32)
         self.level_labels = tuple(str(w).strip() for w in level_labels)
         self.level_text_embeddings = None
@@ -199,36 +201,46 @@ class SemanticBranch:
         state.times.append(float(frame.time_s))
         if "windows" in self.views:
             rgb = torch.from_numpy(np.ascontiguousarray(frame.rgb)).to(self.clip.device)
-            state.pending_windows.append(cut_windows(rgb.permute(2, 0, 1), self.grid))
+            self._windows.append((state, cut_windows(rgb.permute(2, 0, 1), self.grid)))
         if "frame" in self.views:
             crop = clipvqa_frame(frame.rgb, self.clip.image_size)
-            state.pending_frames.append(torch.from_numpy(crop).permute(2, 0, 1))
-        pending = len(state.pending_windows) * self.grid.n_windows + len(state.pending_frames)
-        if pending >= self.batch_windows:
-            self._flush(state)
+            self._frames.append((state, torch.from_numpy(crop).permute(2, 0, 1)))
+        if len(self._windows) * self.grid.n_windows + len(self._frames) >= self.batch_windows:
+            self._flush()
 
-    def _flush(self, state: _VideoState) -> None:
+    def _flush(self) -> None:
+        """Encode every pending window and frame crop, of all videos in flight, in one batch
+        each, and hand each video its rows (in its frames' order)."""
         import torch
 
-        if state.pending_windows:
-            windows = torch.cat(state.pending_windows)
-            state.pending_windows.clear()
-            emb = self.clip.encode_images(windows).cpu().numpy().astype(np.float16)
-            state.windows.append(emb.reshape(-1, self.grid.n_windows, emb.shape[-1]))
-        if state.pending_frames:
-            crops = torch.stack(state.pending_frames)
-            state.pending_frames.clear()
+        if self._windows:
+            pending, self._windows = self._windows, []
+            emb = self.clip.encode_images(torch.cat([w for _, w in pending]))
+            emb = emb.cpu().numpy().astype(np.float16).reshape(
+                len(pending), self.grid.n_windows, -1
+            )
+            for (state, _), rows in zip(pending, emb):
+                state.windows.append(rows[None])
+        if self._frames:
+            pending, self._frames = self._frames, []
             mean, std = self.frame_mean_std
             out = self.clip.encode_images(
-                crops, mean=mean, std=std, normalize=False, tokens=self.clip_tokens
+                torch.stack([c for _, c in pending]), mean=mean, std=std, normalize=False,
+                tokens=self.clip_tokens,
             )
             emb, tokens = out if self.clip_tokens else (out, None)
-            state.frame_emb.append(emb.cpu().numpy().astype(np.float32))
-            if tokens is not None:
-                state.frame_tokens.append(tokens.cpu().numpy().astype(np.float16))
+            emb = emb.cpu().numpy().astype(np.float32)
+            tokens = None if tokens is None else tokens.cpu().numpy().astype(np.float16)
+            for k, (state, _) in enumerate(pending):
+                state.frame_emb.append(emb[k:k + 1])
+                if tokens is not None:
+                    state.frame_tokens.append(tokens[k:k + 1])
 
     def finish_video(self, state: _VideoState) -> dict[str, np.ndarray]:
-        self._flush(state)
+        if any(st is state for st, _ in self._windows) or any(
+            st is state for st, _ in self._frames
+        ):
+            self._flush()  # with the other videos' pending images: one cross-video batch
         if not state.times:
             raise ValueError(f"{state.key}: no frames were decoded")
         missing = sorted({i for i in state.planned if i not in state.seen})

@@ -27,6 +27,7 @@ video, with a warning naming the video. A video with no frame at all is an error
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,9 @@ class SpatialBranch:
         self.store_maps = bool(store_maps)
         self.device = str(device)
         self.batch_clips = int(batch_clips)
+        # Videos in flight, whose ready clips batch up together; weak, so that a video dropped
+        # by the caller after an error (never finished) frees its buffers.
+        self._in_flight: list[weakref.ref] = []
         self.model, self.weights = load_swin(
             backbone_name, weights, random_weights=random_weights, device=self.device, seed=seed
         )
@@ -202,7 +206,9 @@ class SpatialBranch:
             (self.n_samplings, self._plan.n_clips, self._plan.clip_len, size, size, 3), np.uint8
         )
         remaining = np.full(self._plan.n_clips, self._plan.clip_len, dtype=np.int64)
-        return _VideoState(key, idx, slots, sorted(slots), buffers, remaining)
+        state = _VideoState(key, idx, slots, sorted(slots), buffers, remaining)
+        self._in_flight = [r for r in self._in_flight if r() is not None] + [weakref.ref(state)]
+        return state
 
     def add_frame(self, state: _VideoState, frame: Any) -> None:
         rgb = np.asarray(frame.rgb)
@@ -227,8 +233,8 @@ class SpatialBranch:
             self._fill(state, wanted, scaled)
             state.cursor += 1
         state.last_rgb, state.last_index = rgb, index
-        if len(state.ready) >= self.batch_clips:
-            self._run(state, full_batches_only=True)
+        if sum(len(st.ready) for st in self._waiting()) >= self.batch_clips:
+            self._run(full_batches_only=True)
 
     def finish_video(self, state: _VideoState) -> dict[str, np.ndarray]:
         if state.last_rgb is None:
@@ -242,7 +248,8 @@ class SpatialBranch:
         if state.substituted:
             log.warning("%s: %d planned frames were not decoded; repeated neighbouring frames "
                         "in their place", state.key, state.substituted)
-        self._run(state, full_batches_only=False)
+        self._run(full_batches_only=False)
+        self._in_flight = [r for r in self._in_flight if r() is not None and r() is not state]
         rows = range(self.n_rows)
         out = {"clip_pooled": np.stack([state.outputs[r][0].cpu().numpy() for r in rows])}
         if self.store_maps:
@@ -288,19 +295,27 @@ class SpatialBranch:
             if state.remaining[c] == 0:
                 state.ready.extend((s, c) for s in range(self.n_samplings))
 
-    def _run(self, state: _VideoState, *, full_batches_only: bool) -> None:
-        jobs = state.ready
+    def _run(self, *, full_batches_only: bool) -> None:
+        """Run the clips that are ready, of every video in flight, ``batch_clips`` at a time
+        (clips of several videos share a batch); a partial batch only at a video's end."""
+        waiting = self._waiting()
+        jobs = [(st, s, c) for st in waiting for s, c in st.ready]
         n = len(jobs) // self.batch_clips * self.batch_clips if full_batches_only else len(jobs)
         if n == 0:
             return
         for start in range(0, n, self.batch_clips):
             batch = jobs[start:start + self.batch_clips]
-            pooled, maps = self._forward(np.stack([state.buffers[s, c] for s, c in batch]))
-            for k, (s, c) in enumerate(batch):
-                state.outputs[s * self._plan.n_clips + c] = (
+            pooled, maps = self._forward(np.stack([st.buffers[s, c] for st, s, c in batch]))
+            for k, (st, s, c) in enumerate(batch):
+                st.outputs[s * self._plan.n_clips + c] = (
                     pooled[k], maps[k] if maps is not None else None
                 )
-        state.ready = jobs[n:]
+        done = {(id(st), s, c) for st, s, c in jobs[:n]}
+        for st in waiting:
+            st.ready = [(s, c) for s, c in st.ready if (id(st), s, c) not in done]
+
+    def _waiting(self) -> list[_VideoState]:
+        return [st for st in (r() for r in self._in_flight) if st is not None]
 
     def _forward(self, clips: np.ndarray) -> tuple[Any, Any]:
         """(B, T, F, F, 3) uint8 -> pooled (B, C) float32 and maps (B, C, T', H', W') fp16."""

@@ -175,3 +175,33 @@ def test_all_frames_and_the_frame_view_end_to_end(tmp_path, tiny_video):
     assert cfg["views"] == ["windows", "frame"] and cfg["frame_view"]["tokens"] is True
     times = store.read("semantic", "frame_times", ["tiny"])["tiny"]
     assert np.all(np.diff(times) > 0)
+
+
+def test_windows_of_several_videos_share_a_clip_batch():
+    """Two videos in flight (a decoder pool): the first video's end sends both videos' pending
+    windows to CLIP in one batch, and each video gets exactly its own rows back."""
+    clip = load_clip(TINY_MODEL, random_weights=True)
+    branch = SemanticBranch(clip, load_prompts("default"), FrameSampling(None, None),
+                            grid=(2, 2), batch_windows=1000)
+    info = VideoInfo(width=64, height=48, fps=10.0, n_frames=3, duration_s=0.3)
+    rng = np.random.default_rng(0)
+    frames = {k: [_Frame(i, rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+                  for i in range(3)] for k in "ab"}
+    alone = {}
+    for key in "ab":  # one video at a time: the reference
+        state = branch.start_video(key, info)
+        for frame in frames[key]:
+            branch.add_frame(state, frame)
+        alone[key] = branch.finish_video(state)
+    calls = []
+    encode = clip.encode_images
+    clip.encode_images = lambda images, **kw: calls.append(len(images)) or encode(images, **kw)
+    states = {k: branch.start_video(k, info) for k in "ab"}
+    for i in range(3):  # interleaved, as two decoders deliver them
+        for key in "ab":
+            branch.add_frame(states[key], frames[key][i])
+    together = {k: branch.finish_video(states[k]) for k in "ab"}
+    assert calls == [24]  # 2 videos x 3 frames x 4 windows, one batch
+    for key in "ab":
+        for name, value in alone[key].items():
+            np.testing.assert_allclose(together[key][name], value, atol=1e-3, err_msg=name)

@@ -341,3 +341,23 @@ def test_clip_sampler_and_its_seed_choose_the_frames():
 def test_bad_sampling_options_are_refused(bad):
     with pytest.raises(FragmentError, match=repr(next(iter(bad.values())))):
         _branch(**bad)
+
+
+def test_clips_of_several_videos_share_a_backbone_batch(konvid):
+    """Two videos in flight: ready clips of both fill one backbone batch; each video gets its
+    own outputs, equal to extracting it alone."""
+    info, frames = konvid
+    alone = _extract(_branch(seed=0, batch_clips=4), info, frames)[1]
+    branch = _branch(seed=0, batch_clips=4)  # 2 clips per video: one batch holds two videos
+    batches = []
+    forward = branch._forward
+    branch._forward = lambda clips: batches.append(len(clips)) or forward(clips)
+    states = [branch.start_video(k, info) for k in "ab"]
+    for frame in frames:  # interleaved, as two decoders deliver them
+        for state in states:
+            branch.add_frame(state, frame)
+    outs = [branch.finish_video(state) for state in states]
+    assert batches == [4]  # both videos' 2 clips in one call, none left for the second end
+    for out in outs:
+        for name, value in alone.items():
+            np.testing.assert_allclose(out[name], value, atol=2e-3, err_msg=name)
