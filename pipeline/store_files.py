@@ -244,6 +244,8 @@ def read_direct(info: ArrayInfo, start: int, stop: int, *, complete: bool) -> np
     from numcodecs.zstd import Zstd
 
     rows, c0, s0 = info.shape[0], info.chunk_shape[0], (info.shard_shape or info.chunk_shape)[0]
+    if not 0 <= start <= stop <= rows:
+        raise ValueError(f"rows {start}:{stop} outside {info.folder} ({rows} rows)")
     row_shape = info.shape[1:]
     dtype = info.dtype.newbyteorder("<")
     chunk_items = c0 * int(np.prod(row_shape, dtype=np.int64))
