@@ -342,7 +342,8 @@ class FeatureStore:
         if not (path / META_FILE).is_file():
             raise StoreError(f"no feature store at {path} (run `vqa-pipe extract` first)")
         meta = parse_root(path, read_node(path, "restore it from a backup or re-create the store"))
-        group = cls._open_group(path, "a" if writable else "r")
+        # Reading needs no zarr group: metadata and chunks are read from the files.
+        group = cls._open_group(path, "a") if writable else None
         return cls(path, group, writable=writable, meta=meta)
 
     @staticmethod

@@ -191,29 +191,30 @@ def _fill_value(value: Any, dtype: np.dtype) -> float | int | None:
     return None
 
 
-def shard_index(info: ArrayInfo, shard: Path) -> np.ndarray | None:
+def shard_index(info: ArrayInfo, shard: Path, fh: Any = None) -> np.ndarray | None:
     """A shard's chunk index, ``(n, 2)`` offset/length pairs in C order; None if unreadable
-    by us (not sharded, or another index layout).
+    by us (not sharded, or another index layout). ``fh``: the shard, already open.
 
     Raises :class:`StoreError` when the file is shorter than its index, the index fails its
     crc32c, or it points past the data (a truncated or overwritten shard).
     """
     if info.shard_shape is None or not info.index_layout:
         return None
+    if fh is None:
+        try:
+            with open(shard, "rb") as own:
+                return shard_index(info, shard, own)
+        except OSError as err:
+            raise StoreError(f"{shard}: cannot read it ({err.strerror or err})") from None
     n = info.inner_per_shard
     size = 16 * n + 4
-    try:
-        with open(shard, "rb") as fh:
-            fh.seek(0, 2)
-            total = fh.tell()
-            if total < size:
-                raise StoreError(
-                    f"{shard} is truncated ({total} bytes, shorter than its {size}-byte index)"
-                )
-            fh.seek(total - size)
-            tail = fh.read(size)
-    except OSError as err:
-        raise StoreError(f"{shard}: cannot read it ({err.strerror or err})") from None
+    total = fh.seek(0, 2)
+    if total < size:
+        raise StoreError(
+            f"{shard} is truncated ({total} bytes, shorter than its {size}-byte index)"
+        )
+    fh.seek(total - size)
+    tail = fh.read(size)
     import google_crc32c  # a dependency of zarr (its crc32c codec)
 
     crc = np.frombuffer(tail[-4:], dtype="<u4")[0]
@@ -253,12 +254,16 @@ def read_direct(info: ArrayInfo, start: int, stop: int, *, complete: bool) -> np
     codec = Zstd()
     for shard_no in range(start // s0, (stop - 1) // s0 + 1) if stop > start else ():
         shard = info.folder.joinpath("c", str(shard_no), *("0" for _ in row_shape))
-        if not shard.is_file():
-            raise StoreError(f"{shard} is missing: the rows it held would read as zeros")
-        index = shard_index(info, shard)
         base = shard_no * s0
         lo, hi = max(start, base), min(stop, base + s0, rows)  # rows wanted from this shard
-        with open(shard, "rb") as fh:
+        try:
+            fh = open(shard, "rb")
+        except FileNotFoundError:
+            raise StoreError(f"{shard} is missing: the rows it held would read as zeros") from None
+        except OSError as err:
+            raise StoreError(f"{shard}: cannot read it ({err.strerror or err})") from None
+        with fh:
+            index = shard_index(info, shard, fh)
             for c in range((lo - base) // c0, (hi - 1 - base) // c0 + 1):
                 c_lo = base + c * c0  # first row of the chunk
                 a, b = max(lo, c_lo), min(hi, c_lo + c0)
