@@ -437,3 +437,14 @@ def test_verify_mark_then_retry_failed_repairs_an_extracted_store(tmp_path, samp
     after = FeatureStore.open(path).read(BRANCH, "window_embeddings")
     for vid, value in before.items():  # same seeded weights, same frames: same features
         np.testing.assert_array_equal(after[vid], value)
+
+
+def test_inspect_counts_videos_marked_damaged(tmp_path):
+    from vqa_pipe.stages.inspect import describe_store
+
+    path, _ = build(tmp_path)
+    flip_bit(path)
+    verify_store(path, mark=True)
+    text = describe_store(path)
+    assert "done 3, failed 3 (2 marked damaged, redone by --retry-failed), pending 0" in text
+    assert "damaged: found by vqa-pipe verify" in text
