@@ -284,6 +284,13 @@ def _verify_branch(store: FeatureStore, branch: str, report: VerifyReport) -> No
                 hit.update(dict.fromkeys(done))
                 continue
             report.arrays_checked += 1
+            if status.format >= 2 and info.rows and not info.checksummed:
+                report.problems.append(Problem(
+                    str(info.folder / META_FILE), "its codecs carry no checksum, but format-2 "
+                    "parts are always written with one (the metadata was rewritten)",
+                    branch=branch, part=status.part, videos=done))
+                hit.update(dict.fromkeys(done))
+                continue
             bad, reasons, nonfinite = _check_chunks(
                 info, status.format >= 2, extracted, fix, report)
             nan_rows += 0 if extracted else nonfinite

@@ -329,6 +329,15 @@ def test_stale_consolidated_metadata_is_found_and_dropped(tmp_path):
     assert fixed.reset_consolidated and verify_store(path).ok
 
 
+def test_a_part_array_without_checksum_is_damage_in_format_2(tmp_path):
+    path, _ = build(tmp_path)
+    meta = path / f"parts/p000002/{BRANCH}/frame_times/zarr.json"
+    _edit_json(meta, lambda n: n["codecs"][0]["configuration"]["codecs"][1][
+        "configuration"].__setitem__("checksum", False))
+    report = verify_store(path)
+    assert report.damaged() == {BRANCH: ["v4", "v5"]} and "no checksum" in report.summary()
+
+
 def test_a_damaged_branch_array_is_reported(tmp_path):
     path, _ = build(tmp_path)
     shard = path / f"meta/{BRANCH}/text_embeddings/c/0/0"
