@@ -181,3 +181,34 @@ def test_remove_branch_and_mark_damaged(store):
     store.remove_branch("semantic")
     assert store.branches() == [] and not (store.path / "parts/p000000/semantic").exists()
     assert FeatureStore.open(store.path).branches() == []
+
+
+def test_the_direct_reader_reads_what_upstream_zarr_wrote(tmp_path):
+    """Fixture: arrays written by zarr-python v3.1.6 (tests/fixtures/zarr_shards/README.md)."""
+    import json as _json
+    from pathlib import Path
+
+    from vqa_pipe.pipeline.store_files import array_info, read_direct
+
+    fixture = np.load(Path(__file__).parent / "fixtures/zarr_shards/shards.npz")
+    about = _json.loads(str(fixture["_about"]))
+    assert about["zarr_version"].startswith("3.1.6")
+    for name in about["cases"]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "zarr.json").write_bytes(fixture[f"{name}/zarr.json"].tobytes())
+        for i, rel in enumerate(fixture[f"{name}/files"]):
+            target = folder / str(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(fixture[f"{name}/file{i}"].tobytes())
+        values = fixture[f"{name}/values"]
+        info = array_info(folder, "fix")
+        assert info.direct and info.checksummed, name
+        n = len(values)
+        complete = name != "absent_chunk"
+        for start, stop in {(0, n), (1, n), (0, 1), (n // 3, n - n // 4), (n - 1, n)}:
+            got = read_direct(info, start, stop, complete=complete)
+            assert got.dtype == values.dtype, name
+            np.testing.assert_array_equal(got, values[start:stop], err_msg=name)
+    with pytest.raises(StoreError, match="chunk 1 is missing from its index"):
+        read_direct(array_info(tmp_path / "absent_chunk", "fix"), 0, 12, complete=True)
