@@ -407,26 +407,31 @@ def load_table(
             + (f" ({'; '.join(notes)})" if notes else "")
         )
 
-    # Read part by part and reduce each video right away.
+    # Read part by part and reduce each video right away, into one preallocated array per
+    # (role, branch): the table is built once, never as a list of rows copied again.
     inputs: dict[str, np.ndarray] = {}
     layout: list[list[Any]] = []
+    position = {v: i for i, v in enumerate(ids)}
     for role, pairs in needs.items():
         blocks = []
         for branch, array in pairs:
-            values: dict[str, np.ndarray] = {}
+            stacked: np.ndarray | None = None
             for vid, rows_v in iter_video_rows(store, branch, array, ids):
                 if role == FLAT:
-                    values[vid] = _pool_flat(branch, array, rows_v, vid)
+                    value = _pool_flat(branch, array, rows_v, vid)
                 else:
-                    values[vid] = _role_value(role, rows_v, spec, vid)
-            shapes = {values[v].shape for v in ids}
-            if len(shapes) != 1:
-                raise FeatureError(
-                    f"'{branch}/{array}' gives videos of different shapes {sorted(shapes)} "
-                    f"in store {store.path}"
-                )
-            stacked = np.stack([values[v] for v in ids])
-            blocks.append(stacked.astype(np.float32))
+                    value = _role_value(role, rows_v, spec, vid)
+                if stacked is None:
+                    stacked = np.empty((len(ids),) + value.shape, dtype=np.float32)
+                elif value.shape != stacked.shape[1:]:
+                    shapes = sorted({value.shape, stacked.shape[1:]})
+                    raise FeatureError(
+                        f"'{branch}/{array}' gives videos of different shapes {shapes} "
+                        f"in store {store.path} (e.g. '{vid}')"
+                    )
+                stacked[position[vid]] = value
+            assert stacked is not None  # iter_video_rows yields every id or raises
+            blocks.append(stacked)
             if role == FLAT:
                 layout.append([branch, array, int(stacked.shape[1])])
         inputs[role] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
