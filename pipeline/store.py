@@ -370,8 +370,11 @@ class FeatureStore:
         if len(set(video_ids)) != len(video_ids):
             dup = sorted({v for v in video_ids if video_ids.count(v) > 1})[:5]
             raise StoreError(f"duplicate video ids cannot go into a store: {dup}")
-        if not _is_int(part_size) or part_size < 1:
-            raise StoreError(f"part_size must be >= 1, got {part_size}")
+        if isinstance(part_size, bool) or not isinstance(part_size, int | np.integer) or (
+            part_size < 1
+        ):
+            raise StoreError(f"part_size must be an integer >= 1, got {part_size!r}")
+        part_size = int(part_size)
         if (path / META_FILE).is_file():
             node = read_node(path, "restore it from a backup or use a new store path")
             if node is None or _ROOT_KEY not in node.get("attributes", {}):

@@ -37,7 +37,7 @@ from vqa_pipe.pipeline.store import (
     read_rows,
     redo_hint,
 )
-from vqa_pipe.pipeline.store_files import META_FILE, ArrayInfo, read_node, shard_index
+from vqa_pipe.pipeline.store_files import META_FILE, ArrayInfo, read_node
 
 EXIT_CLEAN = 0
 EXIT_DAMAGED = 3
@@ -66,7 +66,8 @@ class Problem:
     def line(self) -> str:
         scope = f"[{self.branch}" + (f" part {self.part}" if self.part is not None else "") + "] "
         videos = f" ({len(self.videos)} videos)" if self.videos else ""
-        return f"{scope if self.branch else ''}{self.where}: {self.what}{videos}"
+        text = self.what if self.what.startswith(self.where) else f"{self.where}: {self.what}"
+        return f"{scope if self.branch else ''}{text}{videos}"
 
 
 @dataclass
@@ -142,8 +143,7 @@ def _video_rows_hit(status: PartStatus, offsets: np.ndarray, bad: list[tuple[int
     hit = []
     for i in status.done():
         lo, hi = int(offsets[i]), int(offsets[i + 1])
-        if any(a < hi and lo < b for a, b in bad) or (lo == hi and any(a <= lo < b
-                                                                       for a, b in bad)):
+        if any(a < hi and lo < b for a, b in bad):
             hit.append(status.video_ids[i])
     return hit
 
@@ -158,10 +158,6 @@ def _check_chunks(info: ArrayInfo, complete: bool, finite: bool, fix: str,
     for shard in info.shard_files():
         if shard.is_file():
             report.bytes_checked += shard.stat().st_size
-            try:
-                shard_index(info, shard)
-            except StoreError:
-                pass  # the chunk reads below fail with the same message
     step = info.chunk_shape[0] if info.chunk_shape else max(rows, 1)
     for a in range(0, rows, step):
         b = min(a + step, rows)
