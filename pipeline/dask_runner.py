@@ -14,7 +14,7 @@ each with its own ``CUDA_VISIBLE_DEVICES``, and pass the scheduler address.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +40,16 @@ def extract_part(
     spec: str,
     paths: dict[str, str],
     timeout: float,
-    retry_failed: bool,
-    redo: list[str],
+    todo: list[str],
 ) -> dict[str, str | None]:
-    """Run on a worker: extract one part; return each video's failure reason (None when done)."""
+    """Run on a worker: extract the ``todo`` videos of one part (the client planned them; the
+    part's other videos keep what the store holds); return each video's failure reason (None
+    when done)."""
     branches = _worker_branches(spec)
     store = FeatureStore.open(store_path, writable=True)
-    ids = set(store.part_ids(part))
-    work = plan_parts(store, [b.name for b in branches], retry_failed, parts=[part],
-                      redo=[v for v in redo if v in ids])
+    work = plan_parts(store, [b.name for b in branches], False, parts=[part], redo=todo)
     outcomes: dict[str, str | None] = {}
-    if work:
-        process_parts(store, work, branches, paths, timeout, outcomes.__setitem__)
-    else:  # written already (by a worker that died before it could report): report the store
-        for branch in branches:
-            status = store.status(branch.name)
-            for vid in paths:
-                reason = status[vid].reason if status[vid].state == "failed" else None
-                outcomes[vid] = outcomes.get(vid) or reason
+    process_parts(store, work, branches, paths, timeout, outcomes.__setitem__)
     return outcomes
 
 
@@ -77,15 +69,11 @@ class DaskRunner:
         branch_spec: Mapping[str, Any],
         *,
         timeout: float,
-        retry_failed: bool,
-        redo: Sequence[str] = (),
         workers: int = 2,
         scheduler: str | None = None,
     ) -> None:
         self.spec = json.dumps(dict(branch_spec), sort_keys=True, default=list)
         self.timeout = timeout
-        self.retry_failed = retry_failed
-        self.redo = list(redo)
         self.workers = workers
         self.scheduler = scheduler
 
@@ -112,10 +100,9 @@ class DaskRunner:
                             str(Path(store.path)),
                             w.part,
                             self.spec,
-                            {v: paths[v] for v in w.todo},
+                            {v: paths[v] for v in store.part_ids(w.part) if v in paths},
                             self.timeout,
-                            self.retry_failed,
-                            self.redo,
+                            list(w.todo),
                             pure=False,
                             key=f"extract-part-{w.part}",
                         ): w

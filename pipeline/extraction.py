@@ -36,6 +36,7 @@ class PartWork:
     keep: dict[str, dict[str, dict]]  # branch -> video id -> arrays already in the store
     todo: list[str]  # videos to decode
     results: dict[str, dict[str, dict | str]] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)  # every video of the part -> its file
 
 
 def plan_parts(
@@ -104,6 +105,8 @@ def process_parts(
     by_name = {b.name: b for b in branches}
     plan = UnionPlan(tuple(b.plan() for b in branches))
     owner = {vid: w for w in work for vid in w.todo}
+    for w in work:
+        w.paths = {v: paths[v] for v in store.part_ids(w.part) if v in paths}
     items = [(vid, paths[vid]) for w in work for vid in w.todo]
     n = max(1, min(int(decoders), len(items)))
     streams = [
@@ -220,6 +223,7 @@ def _finish(
         for branch in w.branches:
             store.write_part(branch, w.part, w.results[branch])
         w.results.clear()  # free the part's arrays
+        store.set_part_sources(w.part, fingerprints(w.paths))
 
 
 def configure_store(
@@ -280,3 +284,43 @@ def auto_decoders(device: str, cpus: int | None = None) -> int:
     if str(device).startswith("cuda"):
         return max(1, min(16, cpus - 1))
     return max(1, cpus // 4)
+
+
+def fingerprints(paths: dict[str, str]) -> dict[str, dict]:
+    """Each video file's fingerprint (size, mtime, sampled digest); files that cannot be read
+    are left out."""
+    from vqa_pipe.pipeline.fingerprint import FingerprintError, file_fingerprint
+
+    out = {}
+    for vid, path in paths.items():
+        try:
+            out[vid] = file_fingerprint(path).to_dict()
+        except FingerprintError:
+            continue
+    return out
+
+
+def changed_videos(
+    store: FeatureStore, paths: dict[str, str], parts: Sequence[int] | None = None
+) -> list[str]:
+    """Videos whose file changed since their part was extracted (a new file under the same id):
+    they are extracted again. A touched but identical file, or a part written before
+    fingerprints were recorded, counts as unchanged."""
+    from vqa_pipe.pipeline.fingerprint import (
+        FileFingerprint,
+        FingerprintError,
+        compare_fingerprint,
+    )
+
+    changed = []
+    for part in range(store.n_parts) if parts is None else parts:
+        for vid, recorded in store.part_sources(part).items():
+            if vid not in paths:
+                continue
+            try:
+                change = compare_fingerprint(FileFingerprint.from_dict(recorded), paths[vid])
+            except (FingerprintError, TypeError, KeyError, ValueError):
+                continue  # unreadable record or file: the decoder will say what is wrong
+            if change == "changed":
+                changed.append(vid)
+    return changed

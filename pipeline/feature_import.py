@@ -21,10 +21,12 @@ its NaN policy says, and reports how many.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import math
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,9 @@ from vqa_pipe.pipeline.splits import SplitError, match_ids
 
 FORMATS = (".mat", ".npy", ".csv")
 RESERVED_BRANCHES = ("semantic", "spatial")
+DEFAULT_MAX_BYTES = 4 << 30
+"""The largest matrix an import holds in memory (as float64), unless told otherwise: a
+header or dataset that declares more is refused before anything is allocated."""
 
 
 class FeatureImportError(VqaPipeError):
@@ -87,8 +92,44 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3g} GiB"
+
+
+def _check_declared(shape: tuple[int, ...], where: str, max_bytes: int, *,
+                    stored: int | None = None, itemsize: int = 8,
+                    what: str = "file") -> None:
+    """Refuse a matrix whose declared size exceeds ``max_bytes`` (as float64) or what the
+    file can hold (``stored`` bytes of data), before anything is allocated."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    if stored is not None and n * itemsize > stored:
+        raise FeatureImportError(
+            f"{where} declares shape {tuple(shape)} ({n * itemsize:,} bytes) but the {what} "
+            f"holds {stored:,} bytes of data: it is truncated or its header is wrong"
+        )
+    if n * 8 > max_bytes:
+        raise FeatureImportError(
+            f"{where} declares shape {tuple(shape)}, {_gib(n * 8)} as a float64 matrix, over "
+            f"the import limit of {_gib(max_bytes)}; raise the limit if the matrix is real"
+        )
+
+
+def _refuse_dtype(dtype: np.dtype, where: str) -> None:
+    if dtype.kind == "c":
+        raise FeatureImportError(
+            f"{where} holds complex numbers ({dtype}); importing would keep only their real "
+            "part. Save the real features you mean (e.g. np.abs or np.real) and import those"
+        )
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise FeatureImportError(f"{where} is not a numeric matrix (dtype {dtype})")
+
+
 def _as_matrix(value: np.ndarray, where: str) -> np.ndarray:
     arr = np.asarray(value)
+    if arr.dtype.kind == "c":
+        _refuse_dtype(arr.dtype, where)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_):
         raise FeatureImportError(f"{where} is not a numeric matrix (dtype {arr.dtype})")
@@ -101,26 +142,50 @@ def _as_matrix(value: np.ndarray, where: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _read_mat(path: Path, key: str | None) -> tuple[np.ndarray, str]:
+_MAT_NUMERIC = ("double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                "int64", "uint64", "logical")
+
+
+def _mat_v5_variables(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """A MATLAB v5 file's variables from their headers: name -> (shape, class).
+
+    Raises NotImplementedError for a v7.3 (HDF5) file, as scipy does."""
     import scipy.io
 
     try:
-        data = scipy.io.loadmat(str(path))
-        variables = {k: v for k, v in data.items() if not k.startswith("__")}
-        h5 = None
+        listed = scipy.io.whosmat(str(path))
+    except NotImplementedError:
+        raise
+    except (ValueError, OSError, TypeError) as err:
+        raise FeatureImportError(f"{path} is not a readable MATLAB file: {err}") from None
+    return {name: (tuple(int(s) for s in shape), cls) for name, shape, cls in listed}
+
+
+def _read_mat(path: Path, key: str | None,
+              max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, str]:
+    import scipy.io
+
+    h5 = None
+    try:
+        listed = _mat_v5_variables(path)
     except NotImplementedError:  # MATLAB v7.3 is HDF5
         import h5py
 
-        h5 = h5py.File(path, "r")
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as err:
+            raise FeatureImportError(f"{path} is not a readable MATLAB file: {err}") from None
         variables = {k: h5[k] for k in h5.keys() if not k.startswith("#")}
-    except (ValueError, OSError) as err:
-        raise FeatureImportError(f"{path} is not a readable MATLAB file: {err}") from None
+    else:
+        variables = {k: v for k, v in listed.items() if not k.startswith("__")}
     try:
         def numeric_2d(v) -> bool:
+            if isinstance(v, tuple):  # v5 header: (shape, class)
+                return len(v[0]) in (1, 2) and v[1] in _MAT_NUMERIC
             shape = getattr(v, "shape", ())
             dtype = getattr(v, "dtype", None)
             return (len(shape) in (1, 2) and dtype is not None
-                    and np.issubdtype(dtype, np.number))
+                    and (np.issubdtype(dtype, np.number) or _is_h5_complex(dtype)))
 
         candidates = sorted(k for k, v in variables.items() if numeric_2d(v))
         if key is None:
@@ -134,13 +199,79 @@ def _read_mat(path: Path, key: str | None) -> tuple[np.ndarray, str]:
             raise FeatureImportError(
                 f"{path} has no variable '{key}'; it has: {', '.join(sorted(variables))}"
             )
-        value = np.asarray(variables[key][()])
-        if h5 is not None:
-            value = value.T  # MATLAB stores column-major; h5py shows it transposed
-        return _as_matrix(value, f"'{key}' in {path}"), key
+        where = f"'{key}' in {path}"
+        if h5 is None:
+            shape, cls = variables[key]
+            # v5 data may be compressed: the file size bounds nothing, the limit does
+            _check_declared(shape, where, max_bytes)
+            try:
+                data = scipy.io.loadmat(str(path), variable_names=[key])
+            except (ValueError, OSError, TypeError) as err:
+                raise FeatureImportError(f"{path} is not a readable MATLAB file: {err}") from None
+            if key not in data:
+                raise FeatureImportError(f"{where} could not be read (class {cls})")
+            value = np.asarray(data[key])
+        else:
+            dataset = variables[key]
+            if not hasattr(dataset, "shape"):
+                raise FeatureImportError(f"{where} is an HDF5 group, not a matrix")
+            if _is_h5_complex(dataset.dtype):
+                _refuse_dtype(np.dtype(np.complex128), where)
+            _refuse_dtype(np.dtype(dataset.dtype), where)
+            stored = None
+            if dataset.chunks is None and dataset.compression is None:
+                stored = int(dataset.id.get_storage_size())  # contiguous: all bytes on disk
+            _check_declared(tuple(dataset.shape), where, max_bytes, stored=stored,
+                            itemsize=dataset.dtype.itemsize, what="HDF5 dataset")
+            value = np.asarray(dataset[()]).T  # MATLAB is column-major; h5py shows it transposed
+        return _as_matrix(value, where), key
     finally:
         if h5 is not None:
             h5.close()
+
+
+def _is_h5_complex(dtype) -> bool:
+    """MATLAB v7.3 writes complex matrices as an HDF5 compound of 'real' and 'imag'."""
+    names = getattr(dtype, "names", None) or ()
+    return set(names) == {"real", "imag"}
+
+
+def _read_npy(path: Path, max_bytes: int) -> np.ndarray:
+    """A .npy matrix, its header checked against the file size and the limit first."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(path, "rb") as fh:
+            version = npy_format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
+            else:
+                raise FeatureImportError(
+                    f"{path}: .npy format version {version} is not supported (numeric "
+                    "matrices are written as 1.0 or 2.0)"
+                )
+            data_start = fh.tell()
+            fh.seek(0, 2)
+            stored = fh.tell() - data_start
+    except FeatureImportError:
+        raise
+    except (ValueError, OSError, SyntaxError, TypeError) as err:
+        raise FeatureImportError(f"{path} is not a readable .npy file: {err}") from None
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise FeatureImportError(
+            f"{path} is not a plain numeric .npy file (object arrays are refused)"
+        )
+    _refuse_dtype(dtype, str(path))
+    if len(shape) not in (1, 2):
+        raise FeatureImportError(f"{path} has shape {shape}; expected (videos, features)")
+    _check_declared(shape, str(path), max_bytes, stored=stored, itemsize=dtype.itemsize)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise FeatureImportError(f"{path} is not a readable .npy file: {err}") from None
 
 
 def _read_csv(path: Path, id_column: str | None) -> tuple[np.ndarray, list[str] | None]:
@@ -186,33 +317,42 @@ def _read_csv(path: Path, id_column: str | None) -> tuple[np.ndarray, list[str] 
 
 
 def read_matrix(
-    path: str | Path, *, key: str | None = None, id_column: str | None = None
+    path: str | Path, *, key: str | None = None, id_column: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> tuple[np.ndarray, list[str] | None, dict]:
-    """Read a feature matrix: ``(matrix (n, d) float64, row ids or None, source info)``."""
+    """Read a feature matrix: ``(matrix (n, d) float64, row ids or None, source info)``.
+
+    Sizes are checked before anything is allocated: a ``.npy`` header or an HDF5 dataset
+    must fit in the file, and no matrix may need more than ``max_bytes`` as float64 (a
+    .csv file may be at most that big). Complex matrices are refused, never cut to their
+    real part.
+    """
     path = Path(path)
     if not path.is_file():
         raise FeatureImportError(f"feature file {path} does not exist")
+    if max_bytes < 1:
+        raise FeatureImportError(f"the import size limit must be positive, got {max_bytes}")
     suffix = path.suffix.lower()
     info: dict = {"source": path.name, "format": suffix.lstrip(".")}
     if suffix == ".mat":
         if id_column:
             raise FeatureImportError("--id-column applies to CSV files only")
-        matrix, used = _read_mat(path, key)
+        matrix, used = _read_mat(path, key, max_bytes)
         info["key"] = used
         return matrix, None, info
     if suffix == ".npy":
         if id_column or key:
             raise FeatureImportError("--key and --id-column do not apply to .npy files")
-        try:
-            value = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise FeatureImportError(
-                f"{path} is not a plain numeric .npy file (object arrays are refused): {err}"
-            ) from None
-        return _as_matrix(value, str(path)), None, info
+        return _as_matrix(_read_npy(path, max_bytes), str(path)), None, info
     if suffix == ".csv":
         if key:
             raise FeatureImportError("--key applies to .mat files only")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise FeatureImportError(
+                f"{path} is {_gib(size)}, over the import limit of {_gib(max_bytes)}; raise "
+                "the limit if the file is real"
+            )
         matrix, ids = _read_csv(path, id_column)
         if id_column:
             info["id_column"] = id_column
@@ -278,6 +418,60 @@ def _match(names: Sequence[str], video_ids: Sequence[str], pattern: str | None,
     return out
 
 
+@contextlib.contextmanager
+def _import_branch(store_path: Path, video_ids: list[str], name: str, config: dict,
+                   part_size: int | None, replace: bool):
+    """The store, with branch ``name`` configured for this import; undone if the import fails.
+
+    A store this import created is deleted again on failure, a branch it configured is
+    removed: a failed import never leaves a branch that refuses the corrected retry.
+    """
+    from vqa_pipe.pipeline.store import FeatureStore, StoreError
+
+    existed = (store_path / "zarr.json").is_file()
+    folder_existed = store_path.exists()
+    if folder_existed and not existed and (
+        not store_path.is_dir() or any(store_path.iterdir())
+    ):
+        raise FeatureImportError(
+            f"{store_path} exists and is not a feature store; choose another --out"
+        )
+    created_branch = False
+    store = None
+    try:
+        try:
+            if part_size is None:
+                part_size = FeatureStore.open(store_path).part_size if existed else 32
+            store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
+            if name in store.branches() and replace:
+                store.remove_branch(name)
+            created_branch = name not in store.branches()
+            store.ensure_branch(name, config)
+        except StoreError as err:
+            hint = "" if replace or "another configuration" not in str(err) else (
+                "\nOr replace the branch with this import (--replace)."
+            )
+            raise FeatureImportError(f"{err}{hint}") from None
+        try:
+            yield store
+        except StoreError as err:
+            raise FeatureImportError(str(err)) from None
+    except BaseException:
+        if not existed:  # this import made the store: take it away again
+            if folder_existed:
+                for child in list(store_path.iterdir()) if store_path.is_dir() else []:
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(store_path, ignore_errors=True)
+        elif created_branch and store is not None:
+            with contextlib.suppress(Exception):
+                store.remove_branch(name)
+        raise
+
+
 def import_features(
     matrix_path: str | Path,
     manifest: str | Path,
@@ -290,20 +484,25 @@ def import_features(
     order_column: str | None = None,
     id_pattern: str | None = None,
     part_size: int | None = None,
+    replace: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ImportReport:
     """Write the rows of a feature matrix into branch ``name`` of a store.
 
     The store is created from the manifest's video ids when it does not exist (``part_size``
     videos per part, default 32); an existing store (e.g. one made by ``vqa-pipe extract``
-    from the same manifest) gets a new branch and keeps its part size.
+    from the same manifest) gets a new branch and keeps its part size. ``replace`` deletes
+    a branch of that name first (whatever it was imported from). Nothing is written when no
+    row matches a manifest video, and a failed import leaves no branch behind (nor the store,
+    when this import created it). ``max_bytes``: see :func:`read_matrix`.
 
     Raises:
-        FeatureImportError: unreadable files, row naming that does not fit the matrix,
-            duplicate rows for one video, a branch name reserved for extraction, or a store
-            already holding this branch from another file.
+        FeatureImportError: unreadable or oversized files, row naming that does not fit the
+            matrix or matches no video, duplicate rows for one video, a branch name reserved
+            for extraction, a store already holding this branch from another file (without
+            ``replace``), or a store that cannot be written.
     """
     from vqa_pipe.pipeline.manifest import read_manifest
-    from vqa_pipe.pipeline.store import FeatureStore, StoreError
 
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name or ""):
         raise FeatureImportError(
@@ -317,7 +516,8 @@ def import_features(
     if id_column and order_file:
         raise FeatureImportError("rows are named by --id-column or by --order-file, not both")
     matrix_path, manifest = Path(matrix_path), Path(manifest)
-    matrix, ids, info = read_matrix(matrix_path, key=key, id_column=id_column)
+    matrix, ids, info = read_matrix(matrix_path, key=key, id_column=id_column,
+                                    max_bytes=max_bytes)
     video_ids = [row.video_id for row in read_manifest(manifest)]
     n, d = matrix.shape
 
@@ -340,6 +540,12 @@ def import_features(
         raise FeatureImportError(f"{naming} names some rows twice: {duplicates[:5]}")
     found = _match(names, video_ids, id_pattern, str(matrix_path))
     row_of = {vid: i for i, nm in enumerate(names) if (vid := found.get(nm)) is not None}
+    if not row_of:
+        raise FeatureImportError(
+            f"no row of {matrix_path} matches a video of {manifest} (rows named by {naming}, "
+            f"e.g. {names[:3]}; videos e.g. {video_ids[:3]}): check --order-file/--order-column,"
+            " --id-column or --id-pattern. Nothing was written"
+        )
 
     config = {
         "kind": "imported",
@@ -350,30 +556,24 @@ def import_features(
         "id_pattern": id_pattern,
         "random_weights": False,
     }
-    try:
-        if part_size is None:
-            existing = Path(store_path) / "zarr.json"
-            part_size = FeatureStore.open(store_path).part_size if existing.is_file() else 32
-        store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
-        store.ensure_branch(name, config)
-    except StoreError as err:
-        raise FeatureImportError(str(err)) from None
     report = ImportReport(branch=name, store=Path(store_path), source=matrix_path, n_rows=n,
                           n_features=d)
-    for part in range(store.n_parts):
-        results: dict[str, dict[str, np.ndarray] | str] = {}
-        for vid in store.part_ids(part):
-            i = row_of.get(vid)
-            if i is None:
-                results[vid] = f"no row for this video in {matrix_path.name} ({naming})"
-                report.missing.append(vid)
-                continue
-            row = matrix[i].astype(np.float32)
-            results[vid] = {IMPORTED_ARRAY: row[None, :]}
-            report.imported.append(vid)
-            if not np.all(np.isfinite(row)):
-                report.nan_rows.append(vid)
-        store.write_part(name, part, results)
+    with _import_branch(Path(store_path), video_ids, name, config, part_size,
+                        replace) as store:
+        for part in range(store.n_parts):
+            results: dict[str, dict[str, np.ndarray] | str] = {}
+            for vid in store.part_ids(part):
+                i = row_of.get(vid)
+                if i is None:
+                    results[vid] = f"no row for this video in {matrix_path.name} ({naming})"
+                    report.missing.append(vid)
+                    continue
+                row = matrix[i].astype(np.float32)
+                results[vid] = {IMPORTED_ARRAY: row[None, :]}
+                report.imported.append(vid)
+                if not np.all(np.isfinite(row)):
+                    report.nan_rows.append(vid)
+            store.write_part(name, part, results)
     matched_names = set(found)
     report.unmatched_rows = [nm for nm in names if nm not in matched_names]
     return report

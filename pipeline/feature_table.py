@@ -361,42 +361,28 @@ def _clip_maps_array(store: Any, branch: str, array: str, ids: list[str],
 
 
 def iter_video_rows(store: Any, branch: str, array: str, video_ids: Iterable[str]):
-    """Yield ``(video_id, rows)`` for the given done videos, reading each store part once.
+    """Yield ``(video_id, rows)`` for the given done videos, in store order.
 
-    Reads lazily through :meth:`FeatureStore.to_dask` one part (dask block) at a time, so a
-    large array (``clip_maps``) is never held whole.
+    One pass over the store's parts (:meth:`FeatureStore.iter_rows`): each part's offsets are
+    checked against its status and array shapes, and only the wanted rows are read, so a large
+    array (``clip_maps``) is never held whole and the cost is linear in the number of parts.
     """
-    darr, slices = store.to_dask(branch, array)
-    wanted = [v for v in video_ids if v in slices]
-    missing = [v for v in video_ids if v not in slices]
+    ids = list(video_ids)
+    found = set()
+    for vid, rows in store.iter_rows(branch, array, ids):
+        found.add(vid)
+        yield vid, rows
+    missing = [v for v in ids if v not in found]
     if missing:
         raise FeatureError(
             f"{len(missing)} videos have no '{branch}/{array}' rows in {store.path}: {missing[:5]}"
         )
-    bounds = np.concatenate([[0], np.cumsum(darr.chunks[0])]).astype(np.int64)
-    by_block: dict[int, list[str]] = {}
-    for vid in wanted:
-        sl = slices[vid]
-        if sl.stop == sl.start:
-            yield vid, np.zeros((0,) + tuple(darr.shape[1:]), dtype=darr.dtype)
-            continue
-        block = int(np.searchsorted(bounds, sl.start, side="right") - 1)
-        by_block.setdefault(block, []).append(vid)
-    for block, vids in sorted(by_block.items()):
-        data = np.asarray(darr.blocks[block].compute(scheduler="synchronous"))
-        lo = bounds[block]
-        for vid in vids:
-            sl = slices[vid]
-            if sl.stop > bounds[block + 1]:
-                raise FeatureError(f"'{branch}/{array}' rows of '{vid}' span two store parts")
-            yield vid, data[sl.start - lo : sl.stop - lo]
 
 
 def _store_arrays(store: Any, branch: str) -> dict:
-    try:
-        return store.arrays(branch)
-    except Exception as err:  # StoreError from a missing branch
-        raise FeatureError(str(err)) from None
+    """The branch's arrays; the caller has checked the branch exists, so a StoreError here is
+    damage and goes up as it is (naming the file and the fix)."""
+    return store.arrays(branch)
 
 
 def load_table(
@@ -514,10 +500,12 @@ def load_table(
             + (f" ({'; '.join(notes)})" if notes else "")
         )
 
-    # Read part by part and reduce each video right away.
+    # Read part by part and reduce each video right away, into one preallocated array per
+    # (role, branch): the table is built once, never as a list of rows copied again.
     inputs: dict[str, np.ndarray] = {}
     layout: list[list[Any]] = []
     role_sources: dict[str, str] = {}
+    position = {v: i for i, v in enumerate(ids)}
     for role, pairs in needs.items():
         if role == LEVEL_TEXT:
             text = _level_text(store, available, who)
@@ -534,20 +522,23 @@ def load_table(
             if role == SPATIAL_CLIP_MAPS:
                 blocks.append(_clip_maps_array(store, branch, array, ids, spec))
                 continue
-            values: dict[str, np.ndarray] = {}
+            stacked: np.ndarray | None = None
             for vid, rows_v in iter_video_rows(store, branch, array, ids):
                 if role == FLAT:
-                    values[vid] = _pool_flat(branch, array, rows_v, vid)
+                    value = _pool_flat(branch, array, rows_v, vid)
                 else:
-                    values[vid] = _role_value(role, rows_v, spec, vid)
-            shapes = {values[v].shape for v in ids}
-            if len(shapes) != 1:
-                raise FeatureError(
-                    f"'{branch}/{array}' gives videos of different shapes {sorted(shapes)} "
-                    f"in store {store.path}"
-                )
-            stacked = np.stack([values[v] for v in ids])
-            blocks.append(stacked.astype(np.float32))
+                    value = _role_value(role, rows_v, spec, vid)
+                if stacked is None:
+                    stacked = np.empty((len(ids),) + value.shape, dtype=np.float32)
+                elif value.shape != stacked.shape[1:]:
+                    shapes = sorted({value.shape, stacked.shape[1:]})
+                    raise FeatureError(
+                        f"'{branch}/{array}' gives videos of different shapes {shapes} "
+                        f"in store {store.path} (e.g. '{vid}')"
+                    )
+                stacked[position[vid]] = value
+            assert stacked is not None  # iter_video_rows yields every id or raises
+            blocks.append(stacked)
             if role == FLAT:
                 layout.append([branch, array, int(stacked.shape[1])])
         inputs[role] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)

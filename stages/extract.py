@@ -24,6 +24,7 @@ from vqa_pipe.pipeline.extraction import (
     OnVideo,
     PartWork,
     auto_decoders,
+    changed_videos,
     configure_store,
     plan_parts,
     process_parts,
@@ -125,6 +126,7 @@ class ExtractSummary:
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     failed_before: dict[str, str] = field(default_factory=dict)  # recorded by earlier runs, skipped
+    changed: list[str] = field(default_factory=list)  # files changed since extraction: redone
     seconds: float = 0.0
     random_weights: bool = False
 
@@ -230,6 +232,11 @@ def run_extract(
         if summary.random_weights:
             log(RANDOM_WEIGHTS_BANNER)
         names = [b.name for b in branches]
+        summary.changed = changed_videos(store, paths, parts)
+        if summary.changed:
+            log(f"{len(summary.changed)} videos changed on disk since they were extracted "
+                f"(e.g. {summary.changed[:3]}): extracting them again")
+        redo = list(dict.fromkeys([*redo, *summary.changed]))
         work = plan_parts(store, names, retry_failed, parts=parts, redo=redo)
         _count_skipped(summary, store, names, work, parts)
         runner = runner or SerialRunner(branches, timeout)
@@ -343,8 +350,6 @@ def extract(
         runner = DaskRunner(
             spec,
             timeout=options.timeout,
-            retry_failed=options.retry_failed,
-            redo=options.redo,
             workers=options.workers or 2,
             scheduler=options.scheduler,
         )

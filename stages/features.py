@@ -9,7 +9,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vqa_pipe.pipeline.feature_import import FeatureImportError, ImportReport, import_features
+from vqa_pipe.pipeline.feature_import import (
+    DEFAULT_MAX_BYTES,
+    FeatureImportError,
+    ImportReport,
+    import_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +36,24 @@ def run_import(
     order_column: str | None = None,
     id_pattern: str | None = None,
     part_size: int | None = None,
+    replace: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ImportReport:
-    """Import ``matrix`` as branch ``name`` of ``store`` (default: :func:`default_import_store`)."""
+    """Import ``matrix`` as branch ``name`` of ``store`` (default: :func:`default_import_store`).
+
+    ``replace``: delete an existing branch ``name`` first (a corrected re-import).
+    ``max_bytes``: the largest matrix (as float64) the import may hold in memory; a file
+    declaring more is refused before anything is allocated.
+    """
     store_path = Path(store) if store is not None else default_import_store(manifest, name)
     report = import_features(
         matrix, manifest, store_path, name=name, key=key, id_column=id_column,
         order_file=order_file, order_column=order_column, id_pattern=id_pattern,
-        part_size=part_size,
+        part_size=part_size, replace=replace, max_bytes=max_bytes,
     )
     for line in report.summary().splitlines():
         log.info(line)
     return report
 
 
-__all__ = ["FeatureImportError", "default_import_store", "run_import"]
+__all__ = ["DEFAULT_MAX_BYTES", "FeatureImportError", "default_import_store", "run_import"]

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from vqa_pipe.pipeline.store import FeatureStore
+from vqa_pipe.pipeline.store import DAMAGED_PREFIX, FeatureStore
 
 _BANNER = "!!! RANDOM WEIGHTS: features from untrained models; results are meaningless !!!"
 
@@ -21,7 +21,8 @@ def describe_store(path: str | Path, *, show_failed: bool = True) -> str:
     lines.append(f"store: {store.path}")
     lines.append(
         f"format {meta.get('format')}, written by vqa-pipe {meta.get('package_version')}, "
-        f"{len(store.video_ids)} videos in {store.n_parts} parts of {store.part_size}"
+        f"{len(store.video_ids)} videos in {store.n_parts} parts of {store.part_size} "
+        f"(`vqa-pipe verify {store.path}` reads and checks every chunk)"
     )
     for branch in store.branches():
         config = dict(store.branch_config(branch))
@@ -35,9 +36,11 @@ def describe_store(path: str | Path, *, show_failed: bool = True) -> str:
             }
         status = store.status(branch)
         counts = Counter(s.state for s in status.values())
+        damaged = sum(s.reason.startswith(DAMAGED_PREFIX) for s in status.values())
         lines.append(
-            f"\n[{branch}] done {counts['done']}, failed {counts['failed']}, "
-            f"pending {counts['pending']}"
+            f"\n[{branch}] done {counts['done']}, failed {counts['failed']}"
+            + (f" ({damaged} marked damaged, redone by --retry-failed)" if damaged else "")
+            + f", pending {counts['pending']}"
         )
         lines.append("  config: " + json.dumps(config, sort_keys=True))
         for name, (shape, dtype) in store.arrays(branch).items():

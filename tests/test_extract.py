@@ -432,3 +432,32 @@ def test_decoder_pool_writes_the_serial_store_and_isolates_bad_videos(
         assert left.keys() == right.keys()
         for vid in left:
             np.testing.assert_array_equal(left[vid], right[vid])
+
+
+def test_a_video_changed_under_the_same_id_is_extracted_again(tmp_path, sample_videos, branches):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    names = REAL[:2]
+    rows = []
+    for name in names:
+        shutil.copy(sample_videos[name]["path"], folder / name)
+        rows.append(ManifestRow(folder.joinpath(name).stem, folder / name, 3.0, "1-5"))
+    manifest = write_manifest(rows, tmp_path / "m.csv")
+    store = tmp_path / "s.zarr"
+    run_extract(manifest, store, branches, part_size=2, progress=False)
+    before = FeatureStore.open(store).read("semantic", "frame_scores")
+    # the first file is touched (same bytes, new time), the second replaced by another video
+    os.utime(folder / names[0], ns=(10**18, 10**18))
+    shutil.copy(sample_videos[REAL[2]]["path"], folder / names[1])
+    logs: list[str] = []
+    again = run_extract(manifest, store, branches, part_size=2, progress=False,
+                        log=logs.append)
+    ids = [r.video_id for r in rows]
+    assert again.changed == [ids[1]] and again.done == [ids[1]]
+    assert any("1 videos changed on disk" in m for m in logs)
+    after = FeatureStore.open(store).read("semantic", "frame_scores")
+    np.testing.assert_array_equal(after[ids[0]], before[ids[0]])  # kept
+    assert after[ids[1]].shape != before[ids[1]].shape or not np.array_equal(
+        after[ids[1]], before[ids[1]])  # the new content's features
+    third = run_extract(manifest, store, branches, part_size=2, progress=False)
+    assert third.changed == [] and third.done == []  # recorded again: nothing to redo

@@ -112,10 +112,13 @@ def test_id_pattern_matches_suffixed_ids(shared_data, tmp_path):
     )
     meta = shared_data / "labels" / "YOUTUBE_UGC_metadata.csv"
     mat = shared_data / "features" / "videval" / "YOUTUBE_UGC_VIDEVAL_feats.mat"
-    plain = import_features(mat, manifest, tmp_path / "a.zarr", name="videval",
-                            order_file=meta, order_column="vid")
-    assert len(plain.missing) == 50  # 'Sports_2160P-4e9f_crf_10_ss_00_t_20.0' is not 'Sports_...'
-    report = import_features(mat, manifest, tmp_path / "b.zarr", name="videval",
+    # 'Sports_2160P-4e9f_crf_10_ss_00_t_20.0' is not 'Sports_...': nothing matches, nothing
+    # is written, and the corrected retry into the same store is not refused
+    with pytest.raises(FeatureImportError, match="no row of .* matches a video.*id-pattern"):
+        import_features(mat, manifest, tmp_path / "a.zarr", name="videval",
+                        order_file=meta, order_column="vid")
+    assert not (tmp_path / "a.zarr").exists()
+    report = import_features(mat, manifest, tmp_path / "a.zarr", name="videval",
                              order_file=meta, order_column="vid", id_pattern=r"^(.+?)(_crf_|$)")
     assert len(report.imported) == 50 and not report.missing
 
@@ -255,3 +258,152 @@ def test_resampling_to_fixed_frames():
         resample_time(np.zeros((0, 2)), 4)
     with pytest.raises(FeatureError, match="unknown NaN policy 'skip'"):
         TableSpec(nan_policy="skip")
+
+
+# ---- memory bombs, complex matrices, retries -------------------------------------------
+def _manifest(tmp_path, ids="ab"):
+    from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
+
+    return write_manifest(
+        [ManifestRow(video_id=v, path=Path(v), mos=2.0, mos_scale="1-5") for v in ids],
+        tmp_path / "m.csv")
+
+
+def _no_load(monkeypatch):
+    """Fail the test if anything tries to load the matrix data."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the matrix was loaded before its size was checked")
+
+    monkeypatch.setattr(np, "load", refuse)
+    monkeypatch.setattr(scipy.io, "loadmat", refuse)
+
+
+def test_a_npy_header_claiming_terabytes_is_refused_before_allocating(tmp_path, monkeypatch):
+    from numpy.lib import format as npy_format
+
+    bomb = tmp_path / "bomb.npy"
+    with open(bomb, "wb") as fh:
+        npy_format.write_array_header_1_0(
+            fh, {"descr": "<f8", "fortran_order": False, "shape": (1 << 20, 1 << 20)})
+        fh.write(b"\0" * 64)
+    assert bomb.stat().st_size < 256  # 192 bytes that claim 8 TiB
+    _no_load(monkeypatch)
+    with pytest.raises(FeatureImportError, match=r"declares shape \(1048576, 1048576\).*"
+                                                 r"holds 64 bytes.*truncated or its header"):
+        read_matrix(bomb)
+
+
+def test_declared_sizes_over_the_limit_are_refused(tmp_path, monkeypatch):
+    np.save(tmp_path / "m.npy", np.ones((100, 10)))
+    scipy.io.savemat(tmp_path / "m.mat", {"feats": np.ones((100, 10))})
+    (tmp_path / "m.csv").write_text("a,b\n" + "1,2\n" * 100)
+    assert read_matrix(tmp_path / "m.npy", max_bytes=8000)[0].shape == (100, 10)
+    _no_load(monkeypatch)
+    for name in ("m.npy", "m.mat", "m.csv"):
+        with pytest.raises(FeatureImportError, match="over the import limit"):
+            read_matrix(tmp_path / name, max_bytes=7999 if name != "m.csv" else 100)
+
+
+def _v73(path: Path, datasets: dict) -> Path:
+    """A MATLAB v7.3 file: HDF5 behind MATLAB's 128-byte header in a 512-byte user block."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, make in datasets.items():
+            make(f, name)
+    header = b"MATLAB 7.3 MAT-file, written by the vqa-pipe tests".ljust(116, b" ")
+    with open(path, "r+b") as fh:
+        fh.write(header + b"\0" * 8 + b"\x00\x02" + b"IM")
+    return path
+
+
+def test_hdf5_datasets_are_checked_before_reading(tmp_path, monkeypatch):
+    path = _v73(tmp_path / "v73.mat", {
+        # declared 8 TiB, nothing stored: HDF5 allocates contiguous storage only when written
+        "huge": lambda f, n: f.create_dataset(n, shape=(1 << 20, 1 << 20), dtype="f8"),
+        "cplx": lambda f, n: f.create_dataset(
+            n, data=np.zeros((4, 3), dtype=[("real", "<f8"), ("imag", "<f8")])),
+        "fine": lambda f, n: f.create_dataset(n, data=np.arange(6.0).reshape(2, 3)),
+    })
+    assert path.stat().st_size < 10_000
+    matrix, _, _ = read_matrix(path, key="fine")
+    np.testing.assert_array_equal(matrix, np.arange(6.0).reshape(2, 3).T)  # MATLAB orientation
+    with pytest.raises(FeatureImportError, match=r"'huge'.*declares shape.*holds 0 bytes"):
+        read_matrix(path, key="huge")
+    with pytest.raises(FeatureImportError, match="'cplx'.*complex numbers.*real part"):
+        read_matrix(path, key="cplx")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".mat", ".csv"])
+def test_complex_matrices_are_refused_not_cut_to_their_real_part(tmp_path, suffix):
+    value = np.array([[1 + 2j, 3], [4, 5j]])
+    path = tmp_path / f"c{suffix}"
+    if suffix == ".npy":
+        np.save(path, value)
+    elif suffix == ".mat":
+        scipy.io.savemat(path, {"feats": value})
+    else:
+        path.write_text("a,b\n1+2j,3\n")
+    message = "complex numbers" if suffix != ".csv" else "holds '1\\+2j', not a number"
+    with pytest.raises(FeatureImportError, match=message):
+        read_matrix(path)
+
+
+def test_an_import_that_matches_nothing_writes_nothing_and_the_fix_is_accepted(tmp_path):
+    manifest = _manifest(tmp_path)
+    (tmp_path / "f.csv").write_text("id,x\na_v1.mp4,1\nb_v1.mp4,2\n")
+    store = tmp_path / "s.zarr"
+    import_features(tmp_path / "f.csv", manifest, store, name="other", id_column="id",
+                    id_pattern="^([ab])")  # the store exists, with another branch
+    with pytest.raises(FeatureImportError, match="no row of .* matches a video.*Nothing was"):
+        import_features(tmp_path / "f.csv", manifest, store, name="mine", id_column="id")
+    from vqa_pipe.pipeline.store import FeatureStore
+
+    assert FeatureStore.open(store).branches() == ["other"]
+    report = import_features(tmp_path / "f.csv", manifest, store, name="mine", id_column="id",
+                             id_pattern="^([ab])")
+    assert report.imported == ["a", "b"]
+
+
+def test_replace_swaps_a_branch_and_a_failed_import_leaves_nothing(tmp_path, monkeypatch):
+    from vqa_pipe.pipeline.store import FeatureStore
+
+    manifest = _manifest(tmp_path, "abcd")
+    np.save(tmp_path / "one.npy", np.ones((4, 3)))
+    np.save(tmp_path / "two.npy", np.full((4, 2), 2.0))
+    store = tmp_path / "s.zarr"
+    import_features(tmp_path / "one.npy", manifest, store, name="feat", part_size=2)
+    with pytest.raises(FeatureImportError, match="(?s)another configuration.*--replace"):
+        import_features(tmp_path / "two.npy", manifest, store, name="feat")
+    import_features(tmp_path / "two.npy", manifest, store, name="feat", replace=True)
+    rows = FeatureStore.open(store).read("feat", "features")
+    assert all(np.array_equal(r, [[2.0, 2.0]]) for r in rows.values()) and len(rows) == 4
+
+    # a failure half-way (here: the disk, on the second part) removes the new branch ...
+    real = FeatureStore.write_part
+
+    def fail_on_part_1(self, branch, part, results):
+        if part == 1:
+            raise OSError(28, "No space left on device")
+        return real(self, branch, part, results)
+
+    monkeypatch.setattr(FeatureStore, "write_part", fail_on_part_1)
+    with pytest.raises(OSError):
+        import_features(tmp_path / "one.npy", manifest, store, name="late")
+    assert FeatureStore.open(store).branches() == ["feat"]
+    assert not (store / "parts/p000000/late").exists()
+    # ... and a store the import created
+    with pytest.raises(OSError):
+        import_features(tmp_path / "one.npy", manifest, tmp_path / "new.zarr", name="x",
+                        part_size=2)
+    assert not (tmp_path / "new.zarr").exists()
+
+
+def test_unwritable_output_is_one_line_naming_it(tmp_path):
+    manifest = _manifest(tmp_path)
+    np.save(tmp_path / "f.npy", np.ones((2, 3)))
+    (tmp_path / "file").write_text("in the way")
+    for out in (tmp_path / "file", tmp_path / "file" / "s.zarr"):
+        with pytest.raises(FeatureImportError) as err:
+            import_features(tmp_path / "f.npy", manifest, out, name="feat")
+        assert "\n" not in str(err.value) and str(tmp_path / "file") in str(err.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from vqa_pipe.pipeline.store import FeatureStore, StoreError
+from vqa_pipe.pipeline.store import FeatureStore, StoreError, VideoStatus
 
 IDS = [f"v{i}" for i in range(5)]
 
@@ -107,3 +107,108 @@ def test_branch_arrays_cannot_change_meaning(store):
     np.testing.assert_array_equal(store.branch_array("semantic", "text_embeddings"), emb)
     with pytest.raises(StoreError, match="different values"):
         store.put_branch_array("semantic", "text_embeddings", emb * 2)
+
+
+# ---- format 2: what readers can rely on -------------------------------------------------
+@pytest.mark.parametrize(
+    "shape, dtype, chunk_rows",
+    [((37, 5), "float32", 4), ((37, 5), "float32", 37), ((9,), "int64", 2),
+     ((12, 3, 2), "float16", 5), ((1, 68), "float32", 1), ((50, 4), "uint8", 7)],
+)
+def test_the_direct_reader_matches_zarr(tmp_path, shape, dtype, chunk_rows):
+    """Reads that bypass zarr's machinery give exactly zarr's values, for any row range."""
+    from vqa_pipe.pipeline.store_files import array_info, read_direct
+    from zarr.codecs import ZstdCodec
+
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal(shape) * 50).astype(dtype)
+    group = zarr.open_group(str(tmp_path / "a.zarr"), mode="w", zarr_format=3)
+    shard_rows = -(-shape[0] // chunk_rows) * chunk_rows
+    array = group.create_array("x", shape=shape, dtype=dtype, chunks=(chunk_rows,) + shape[1:],
+                               shards=(shard_rows,) + shape[1:],
+                               compressors=ZstdCodec(level=0, checksum=True))
+    array[...] = data
+    info = array_info(tmp_path / "a.zarr" / "x", "fix")
+    assert info.direct and info.checksummed
+    for start, stop in [(0, shape[0]), (1, 2), (3, shape[0] - 1), (shape[0] - 1, shape[0])]:
+        if start < stop <= shape[0]:
+            np.testing.assert_array_equal(read_direct(info, start, stop, complete=True),
+                                          array[start:stop])
+
+
+def test_plain_zarr_and_dask_still_read_format_2(store):
+    import dask.array as da
+
+    store.write_part("semantic", 0, {"v0": _rows(3, 0.5), "v1": _rows(2, 1.5)})
+    store.consolidate()
+    meta = (store.path / "parts/p000000/semantic/x/zarr.json").read_text()
+    assert '"checksum": true' in meta
+    plain = zarr.open_group(str(store.path), mode="r")["parts/p000000/semantic/x"]
+    np.testing.assert_array_equal(plain[3:5], np.full((2, 4), 1.5))
+    lazy = da.from_zarr(str(store.path), component="parts/p000000/semantic/x")
+    np.testing.assert_array_equal(lazy.compute(), plain[...])
+
+
+def test_all_zero_rows_are_written_and_read_back_as_data(store):
+    """Format 2 writes all-zero chunks too, so a missing chunk is always damage."""
+    zeros = {"x": np.zeros((2, 4), np.float32), "t": np.zeros(2, np.float32)}
+    store.write_part("semantic", 0, {"v0": zeros, "v1": "failed"})
+    assert (store.path / "parts/p000000/semantic/x/c/0/0").is_file()
+    np.testing.assert_array_equal(FeatureStore.open(store.path).read("semantic", "x")["v0"],
+                                  np.zeros((2, 4)))
+
+
+def test_reads_touch_only_the_parts_and_rows_asked_for(store):
+    store.write_part("semantic", 0, {"v0": _rows(3, 0.0), "v1": _rows(2, 1.0)})
+    store.write_part("semantic", 1, {"v2": _rows(2, 2.0), "v3": _rows(1, 3.0)})
+    # damage part 0's data: videos of part 1 still read, part 0's do not
+    (store.path / "parts/p000000/semantic/x/c/0/0").unlink()
+    reader = FeatureStore.open(store.path)
+    assert list(reader.read("semantic", "x", ["v3", "v2"])) == ["v2", "v3"]
+    with pytest.raises(StoreError, match=r"p000000/semantic/x/c/0/0 is missing"):
+        reader.read("semantic", "x", ["v1"])
+    assert [v for v, _ in reader.iter_rows("semantic", "t")] == ["v0", "v1", "v2", "v3"]
+
+
+def test_remove_branch_and_mark_damaged(store):
+    store.write_part("semantic", 0, {"v0": _rows(3, 0.0), "v1": _rows(2, 1.0)})
+    assert store.mark_damaged("semantic", ["v1"], "bit rot") == [0]
+    status = store.status("semantic")
+    assert status["v1"] == VideoStatus("failed", "damaged: bit rot")
+    assert status["v0"].state == "done"
+    assert store.part_failed_ids("semantic", 0) == ["v1"]
+    assert list(store.read("semantic", "x")) == ["v0"]  # v1's rows stay, unused
+    store.remove_branch("semantic")
+    assert store.branches() == [] and not (store.path / "parts/p000000/semantic").exists()
+    assert FeatureStore.open(store.path).branches() == []
+
+
+def test_the_direct_reader_reads_what_upstream_zarr_wrote(tmp_path):
+    """Fixture: arrays written by zarr-python v3.1.6 (tests/fixtures/zarr_shards/README.md)."""
+    import json as _json
+    from pathlib import Path
+
+    from vqa_pipe.pipeline.store_files import array_info, read_direct
+
+    fixture = np.load(Path(__file__).parent / "fixtures/zarr_shards/shards.npz")
+    about = _json.loads(str(fixture["_about"]))
+    assert about["zarr_version"].startswith("3.1.6")
+    for name in about["cases"]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "zarr.json").write_bytes(fixture[f"{name}/zarr.json"].tobytes())
+        for i, rel in enumerate(fixture[f"{name}/files"]):
+            target = folder / str(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(fixture[f"{name}/file{i}"].tobytes())
+        values = fixture[f"{name}/values"]
+        info = array_info(folder, "fix")
+        assert info.direct and info.checksummed, name
+        n = len(values)
+        complete = name != "absent_chunk"
+        for start, stop in {(0, n), (1, n), (0, 1), (n // 3, n - n // 4), (n - 1, n)}:
+            got = read_direct(info, start, stop, complete=complete)
+            assert got.dtype == values.dtype, name
+            np.testing.assert_array_equal(got, values[start:stop], err_msg=name)
+    with pytest.raises(StoreError, match="chunk 1 is missing from its index"):
+        read_direct(array_info(tmp_path / "absent_chunk", "fix"), 0, 12, complete=True)

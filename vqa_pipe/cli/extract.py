@@ -1,4 +1,4 @@
-"""``vqa-pipe extract``, ``inspect``, ``rescore`` and ``weights``.
+"""``vqa-pipe extract``, ``inspect``, ``verify``, ``rescore`` and ``weights``.
 
 ``extract``'s options are made from the declarations: the run options of
 :class:`~vqa_pipe.stages.extract.ExtractOptions` and every registered branch's options
@@ -102,6 +102,27 @@ def inspect(store: str, failed: bool):
     click.echo(describe_store(resolve_store(store), show_failed=failed))
 
 
+@click.command("verify")
+@click.argument("store")
+@click.option(
+    "--mark",
+    is_flag=True,
+    help="Record every damaged video as failed, so `extract --retry-failed` redoes it.",
+)
+def verify(store: str, mark: bool):
+    """Read a whole feature store, check every invariant, and name the damaged videos.
+
+    STORE is a store folder or a dataset name. Exit code: 0 clean, 3 damage found (marked with
+    --mark), 4 root metadata unreadable.
+    """
+    from vqa_pipe.stages.verify import verify_store
+
+    report = verify_store(resolve_store(store), mark=mark)
+    click.echo(report.summary())
+    if report.exit_code:
+        raise SystemExit(report.exit_code)
+
+
 @click.command("rescore")
 @click.argument("source")
 @click.option(
@@ -183,4 +204,4 @@ def weights_download(model: str, tag: str, cache_dir: str | None):
     click.echo(f"use it with: vqa-pipe extract --clip-model {model} --clip-pretrained {tag} …")
 
 
-COMMANDS = [extract, inspect, rescore, weights]
+COMMANDS = [extract, inspect, verify, rescore, weights]

@@ -27,8 +27,13 @@ def features_group() -> None:
               help="Regex whose first group (or match) keys both row names and video ids.")
 @click.option("--part-size", type=click.IntRange(1),
               help="Videos per store part when the store is created (default 32).")
+@click.option("--replace", is_flag=True,
+              help="Replace an existing feature set of this name (a corrected re-import).")
+@click.option("--max-matrix-gib", default=4.0, show_default=True, type=click.FloatRange(0.001),
+              help="Largest matrix (as float64, GiB) the import may hold; a file declaring more "
+                   "is refused before anything is allocated.")
 def import_cmd(matrix, dataset, manifest, store, name, key, id_column, order_file, order_column,
-               id_pattern, part_size):
+               id_pattern, part_size, replace, max_matrix_gib):
     """Import a feature MATRIX (.mat, .npy or .csv; one row per video) into a feature store.
 
     Rows are named by --id-column (CSV), by the row order of --order-file/--order-column,
@@ -47,7 +52,8 @@ def import_cmd(matrix, dataset, manifest, store, name, key, id_column, order_fil
     report = run_import(matrix, paths.manifest, name=name, store=paths.store, key=key,
                         id_column=id_column, order_file=order_file,
                         order_column=order_column, id_pattern=id_pattern,
-                        part_size=part_size)
+                        part_size=part_size, replace=replace,
+                        max_bytes=int(max_matrix_gib * 2**30))
     click.echo(report.summary())
 
 
