@@ -435,6 +435,14 @@ def load_table(
             f"{len(not_in_manifest)} videos of store {store.path} are not in manifest "
             f"{manifest} (e.g. {not_in_manifest[:5]}); was the store made from another manifest?"
         )
+    in_store = set(store.video_ids)
+    not_extracted = [v for v, r in rows.items() if v not in in_store and r.mos is not None]
+    if not_extracted:
+        notes.append(
+            f"{len(not_extracted)} labelled videos of {manifest} are not in store {store.path} "
+            f"yet (e.g. {not_extracted[:3]}) and are left out: run `vqa-pipe extract` again to "
+            "add them"
+        )
 
     # Which (branch, array) pairs each role needs, checked against the store up front.
     available = store.branches()
