@@ -200,7 +200,11 @@ class SemanticBranch:
         state.seen[frame.index] = len(state.times)
         state.times.append(float(frame.time_s))
         if "windows" in self.views:
-            rgb = torch.from_numpy(np.ascontiguousarray(frame.rgb)).to(self.clip.device)
+            # The frame crosses to the device once (pinned, asynchronous on CUDA); the
+            # windows are cut there.
+            rgb = torch.from_numpy(np.ascontiguousarray(frame.rgb))
+            if str(self.clip.device).startswith("cuda"):
+                rgb = rgb.pin_memory().to(self.clip.device, non_blocking=True)
             self._windows.append((state, cut_windows(rgb.permute(2, 0, 1), self.grid)))
         if "frame" in self.views:
             crop = clipvqa_frame(frame.rgb, self.clip.image_size)
