@@ -4,6 +4,9 @@ Protocols (``TrainOptions.protocol``):
 
 * ``random``: N random train/val/test splits (default 10, 80/20, 20 % of training for
   validation, seeds ``seed .. seed+N-1``);
+* ``videval``: the random 80/20 splits of VIDEVAL's / RAPIQUE's evaluation scripts (split
+  *i* uses ``random_state=ceil(8.8 i)``, i = 1..N; validation ``ceil(6.6 i)``), in the
+  table's order (the datasets' metadata order), to compare split by split with them;
 * ``konvid``: the KoNViD-1k permutations of ``KoNViD-1kinfo.mat`` (60/20/20);
 * ``official``: fixed lists (FAST-VQA label files), e.g. LSVQ train / test / test-1080p;
 * ``cross``: train on all videos of the training dataset (validation carved at random,
@@ -36,8 +39,14 @@ from vqa_pipe.pipeline.feature_table import (
     check_compatible,
     load_table,
 )
-from vqa_pipe.pipeline.metrics import evaluate, summarize
-from vqa_pipe.pipeline.report import PredictionRow, RunResult, write_json, write_run_outputs
+from vqa_pipe.pipeline.metrics import MetricError, safe_evaluate, srocc, summarize
+from vqa_pipe.pipeline.report import (
+    PredictionRow,
+    RunResult,
+    metric_notes,
+    write_json,
+    write_run_outputs,
+)
 from vqa_pipe.pipeline.splits import (
     Split,
     SplitError,
@@ -45,11 +54,12 @@ from vqa_pipe.pipeline.splits import (
     konvid_splits,
     lsvq_official_split,
     random_splits,
+    videval_splits,
 )
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS: tuple[str, ...] = ("random", "konvid", "official", "cross")
+PROTOCOLS: tuple[str, ...] = ("random", "videval", "konvid", "official", "cross")
 
 
 class TrainError(VqaPipeError):
@@ -114,6 +124,9 @@ def build_splits(table: FeatureTable, opts: TrainOptions) -> list[Split]:
         if opts.protocol == "random":
             return random_splits(ids, opts.n_splits, test_ratio=opts.test_ratio,
                                  val_ratio=opts.val_ratio, seed=opts.seed)
+        if opts.protocol == "videval":
+            return videval_splits(ids, opts.n_splits, test_ratio=opts.test_ratio,
+                                  val_ratio=opts.val_ratio, first=opts.seed + 1)
         if opts.protocol == "konvid":
             if opts.konvid_info is None:
                 raise TrainError("protocol 'konvid' needs the KoNViD-1kinfo.mat file")
@@ -208,10 +221,9 @@ def run_protocol(
     """
     from vqa_pipe.pipeline.regressors import get_regressor
 
-    params = dict(params or {})
     external = dict(external or {})
     cls = get_regressor(regressor)
-    cls(**params)  # fail fast on bad parameters, before any work
+    params = cls(**dict(params or {})).params  # checked and resolved before any work
     for role in cls.roles:
         table.require(role, f"regressor '{regressor}'")
     for ext in external.values():
@@ -231,8 +243,8 @@ def run_protocol(
         results[result["split"]] = result
         first = next(iter(result["outputs"].values()))
         try:
-            s = evaluate(first["mos"], first["pred"])["srocc"]
-        except ValueError:
+            s = srocc(first["mos"], first["pred"])
+        except MetricError:
             s = float("nan")
         if bar is not None:
             bar.set_postfix_str(f"{result['split']} SROCC {s:.3f}", refresh=False)
@@ -272,12 +284,7 @@ def run_protocol(
     for split in splits:
         result = results[split.name]
         for test_name, out in result["outputs"].items():
-            try:
-                metrics = evaluate(out["mos"], out["pred"])
-            except ValueError as err:
-                raise TrainError(
-                    f"split {split.name}, test set '{test_name}': cannot compute metrics: {err}"
-                ) from None
+            metrics = safe_evaluate(out["mos"], out["pred"])
             per_split.append({"split": split.name, "test_set": test_name,
                               "dataset": out["dataset"], "metrics": metrics})
             by_test.setdefault(test_name, []).append(metrics)
@@ -289,6 +296,8 @@ def run_protocol(
     notes = list(table.notes)
     for name, ext in external.items():
         notes.extend(f"{name}: {n}" for n in ext.notes)
+    notes.extend(fit_notes(regressor, [results[s.name]["fit_info"] for s in splits]))
+    notes.extend(metric_notes(per_split, summary))
     return RunResult(
         regressor=regressor,
         params=params,
@@ -301,6 +310,22 @@ def run_protocol(
         notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def fit_notes(regressor: str, infos: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the run's notes should say about how the models were fitted (e.g. which SVR
+    path ran at scale)."""
+    notes = []
+    paths = [i["fit_path"] for i in infos if i.get("fit_path") and not
+             str(i["fit_path"]).startswith("exact")]
+    if paths:
+        notes.append(f"{regressor}: large training part in {len(paths)} of {len(infos)} "
+                     f"splits; final fit: {paths[0]}")
+    subsets = [i["search_subset"] for i in infos if i.get("search_subset")]
+    if subsets:
+        notes.append(f"{regressor}: hyper-parameters searched on a random {subsets[0]} "
+                     f"training videos in {len(subsets)} of {len(infos)} splits")
+    return notes
 
 
 def run_train(
@@ -329,7 +354,7 @@ def run_train(
     if opts.protocol == "cross" and not tests:
         raise TrainError("protocol 'cross' needs at least one other dataset to test on")
     cls = get_regressor(opts.regressor)
-    cls(**opts.params)
+    resolved = cls(**opts.params).params  # checked before any data is read
     who = f"regressor '{opts.regressor}'"
     table = load_table(train.store, train.manifest, cls.roles, opts.spec, dataset=train.label,
                        who=who)
@@ -355,6 +380,7 @@ def run_train(
         "tests": [{"name": r.label, "store": str(r.store), "manifest": str(r.manifest)}
                   for r in tests],
         "options": opts.to_json(),
+        "resolved_params": resolved,
         "roles": list(cls.roles),
         "input_shapes": table.input_shapes(),
         "flat_layout": table.info.get("flat_layout"),
@@ -382,6 +408,7 @@ __all__ = [
     "TrainError",
     "TrainOptions",
     "build_splits",
+    "fit_notes",
     "run_protocol",
     "run_train",
 ]
