@@ -15,7 +15,15 @@ role              shape per video             built from
 ``sequence``      ``(T, 2r)``                 ``semantic/frame_scores`` resampled to T frames
 ``spatial_maps``  ``(C, T', H', W')``         ``spatial/clip_maps`` averaged over clips
 ``spatial_pooled``  ``(C,)``                  ``spatial/clip_pooled`` averaged over clips
+``frames``        ``(F_max, 2r)``             every frame of ``semantic/frame_scores``, zero-
+                                              padded after the video's last frame to the
+                                              longest video of the table (variable length)
+``frame_counts``  ``()`` (int64)              each video's real number of frames F (what
+                                              ``frames`` holds before the padding)
 ================  ==========================  =============================================
+
+``frames`` is the one variable-length role: its first per-video axis differs between
+tables (datasets), so shape checks ignore it (:func:`shapes_match`).
 
 MOS scales. The manifest gives each video's scale (``1-5`` or ``0-100``). Regressors learn
 on a *unit* scale, ``(mos - low) / (high - low)`` in [0, 1], so datasets with different scales
@@ -45,14 +53,40 @@ FLAT = "flat"
 SEQUENCE = "sequence"
 SPATIAL_MAPS = "spatial_maps"
 SPATIAL_POOLED = "spatial_pooled"
-ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED)
+FRAMES = "frames"
+FRAME_COUNTS = "frame_counts"
+ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED, FRAMES, FRAME_COUNTS)
 
 # Where each non-flat role comes from: (branch, array).
 ROLE_SOURCES: dict[str, tuple[str, str]] = {
     SEQUENCE: ("semantic", "frame_scores"),
     SPATIAL_MAPS: ("spatial", "clip_maps"),
     SPATIAL_POOLED: ("spatial", "clip_pooled"),
+    FRAMES: ("semantic", "frame_scores"),
+    FRAME_COUNTS: ("semantic", "frame_scores"),
 }
+VARIABLE_AXES: dict[str, int] = {FRAMES: 0}
+"""Variable-length roles: the per-video axis padded to the table's longest video."""
+
+
+def shapes_match(role: str, a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether per-video shapes ``a`` and ``b`` of ``role`` fit the same model (the padded
+    axis of a variable-length role may differ)."""
+    a, b = list(a), list(b)
+    axis = VARIABLE_AXES.get(role)
+    if axis is not None and len(a) == len(b) and len(a) > axis:
+        del a[axis], b[axis]
+    return a == b
+
+
+def pad_frames(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack per-video ``(F_i, C)`` arrays into ``(videos, max F_i, C)``, zero after each
+    video's last frame."""
+    longest = max(len(r) for r in rows)
+    out = np.zeros((len(rows), longest) + tuple(rows[0].shape[1:]), dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
 # What each branch contributes to the flat role: (array, pooling).
 FLAT_SOURCES: dict[str, tuple[str, str]] = {
     "semantic": ("frame_scores", "mean_std"),
@@ -258,6 +292,15 @@ def _pool_flat(branch: str, array: str, rows: np.ndarray, video_id: str) -> np.n
 
 
 def _role_value(role: str, rows: np.ndarray, spec: TableSpec, video_id: str) -> np.ndarray:
+    if role in (FRAMES, FRAME_COUNTS):
+        if rows.ndim != 2 or len(rows) == 0:
+            raise FeatureError(
+                f"video '{video_id}': semantic/frame_scores has shape {rows.shape}, "
+                "expected (F, 2r) with F >= 1"
+            )
+        if role == FRAME_COUNTS:
+            return np.array(len(rows), dtype=np.int64)
+        return np.asarray(rows, dtype=np.float32)
     if role == SEQUENCE:
         if rows.ndim != 2:
             raise FeatureError(
@@ -433,14 +476,20 @@ def load_table(
                     values[vid] = _pool_flat(branch, array, rows_v, vid)
                 else:
                     values[vid] = _role_value(role, rows_v, spec, vid)
-            shapes = {values[v].shape for v in ids}
+            if role in VARIABLE_AXES:
+                shapes = {values[v].shape[1:] for v in ids}
+            else:
+                shapes = {values[v].shape for v in ids}
             if len(shapes) != 1:
                 raise FeatureError(
                     f"'{branch}/{array}' gives videos of different shapes {sorted(shapes)} "
                     f"in store {store.path}"
                 )
-            stacked = np.stack([values[v] for v in ids])
-            blocks.append(stacked.astype(np.float32))
+            if role in VARIABLE_AXES:
+                stacked = pad_frames([values[v] for v in ids])
+            else:
+                stacked = np.stack([values[v] for v in ids])
+            blocks.append(stacked if role == FRAME_COUNTS else stacked.astype(np.float32))
             if role == FLAT:
                 layout.append([branch, array, int(stacked.shape[1])])
         inputs[role] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
@@ -507,7 +556,7 @@ def check_compatible(train: FeatureTable, other: FeatureTable, roles: Iterable[s
     for role in roles:
         a = train.require(role)
         b = other.require(role)
-        if a.shape[1:] != b.shape[1:]:
+        if not shapes_match(role, a.shape[1:], b.shape[1:]):
             raise FeatureError(
                 f"role '{role}': {train.dataset or 'training'} features have shape "
                 f"{a.shape[1:]} but {other.dataset or 'test'} features have {b.shape[1:]}; "
