@@ -52,6 +52,9 @@ SMALL_LOGISTIC_N = 50
 """Under this many test videos, reports add a note that the logistic PLCC overstates."""
 VIDEVAL_BETA4 = 0.5
 """The slope start VIDEVAL's and RAPIQUE's scripts give ``curve_fit``."""
+LINE_TOLERANCE = 1e-3
+"""A logistic fit whose squared error exceeds the straight line's by more than this share is
+taken as stuck in a bad local minimum (see :func:`fit_logistic`)."""
 
 
 class MetricError(VqaPipeError):
@@ -156,9 +159,11 @@ def fit_logistic(pred: Sequence[float] | np.ndarray,
     """Fit the four-parameter logistic mapping predictions onto MOS (least squares).
 
     As VIDEVAL and RAPIQUE do: ``scipy.optimize.curve_fit`` (Levenberg-Marquardt) from
-    ``beta1 = max(MOS)``, ``beta2 = min(MOS)``, ``beta3 = mean(pred)``, ``beta4 = 0.5``. Where
-    that fails, or ends worse than a straight line (a bad local minimum), a start that does
-    not depend on the predictions' units is tried (slope one prediction std, asymptotes
+    ``beta1 = max(MOS)``, ``beta2 = min(MOS)``, ``beta3 = mean(pred)``, ``beta4 = 0.5``
+    (``tests/fixtures/videval``: the same parameters as their code, to float rounding). Where
+    that fails, or ends more than :data:`LINE_TOLERANCE` worse than a straight line (stuck:
+    VIDEVAL keeps such a fit), a start that does not depend on the predictions' units is
+    tried (slope one prediction std, asymptotes
     swapped for a decreasing relation); where that fails too, the least-squares line is used
     (``fitted=False``, never silently: :func:`evaluate` reports it).
     """
@@ -175,8 +180,10 @@ def fit_logistic(pred: Sequence[float] | np.ndarray,
                   else [hi, lo, float(p.mean()), float(p.std())])
     for start in starts:
         fit = _curve_fit(p, y, start)
-        # a converged logistic is never worse than a line (it contains one in the limit)
-        if fit is not None and np.mean((fit(p) - y) ** 2) <= line_err * (1 + 1e-9):
+        # A logistic contains the line in the limit, so a converged fit is never noticeably
+        # worse than one; one that is (0.1 %) is stuck (e.g. predictions in units far from
+        # the 0.5 slope start) and the next start is tried.
+        if fit is not None and np.mean((fit(p) - y) ** 2) <= line_err * (1 + LINE_TOLERANCE):
             return fit
     return line
 

@@ -159,7 +159,48 @@ def test_reproduces_dover_published_results(shared_data, name):
     out = evaluate(mos, fused)
     # DOVER reports PLCC of the fused score as is (no logistic mapping): our linear PLCC
     assert out["plcc"] == pytest.approx(DOVER_PUBLISHED_PLCC[name], abs=DOVER_TOLERANCE)
-    # the mapped PLCC can only be as good or better, and rank metrics match scipy's
-    assert out["plcc_logistic"] >= out["plcc"] - 1e-9
+    # the mapped PLCC is as good or better (to the optimiser's tolerance: VIDEVAL's start
+    # may end a hair short of the line it contains), and rank metrics match scipy's
+    assert out["plcc_logistic"] >= out["plcc"] - 1e-6
     assert out["srocc"] == pytest.approx(stats.spearmanr(mos, fused)[0], abs=1e-12)
     assert out["krocc"] == pytest.approx(stats.kendalltau(mos, fused)[0], abs=1e-12)
+
+
+# --------------------------------------------------------------------------- VIDEVAL fixture
+def _videval_reference() -> dict:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "videval" / "reference.json"
+    return json.loads(path.read_text())["cases"]
+
+
+STUCK_IN_VIDEVAL = {"large_units_200"}
+"""Cases where VIDEVAL's fit stays at its slope start 0.5 (a step function, much worse than
+a line); ours restarts scale-free and ends better (documented departure)."""
+
+
+@pytest.mark.parametrize("case", [c for c, _ in __import__(
+    "fixtures.videval.seeded", fromlist=["CASES"]).CASES])
+def test_logistic_fit_matches_videval(case):
+    from fixtures.videval import seeded
+
+    pred, mos = seeded.vectors()[case]
+    ref = _videval_reference()[case]
+    assert "failed" not in ref, ref
+    fit = fit_logistic(pred, mos)
+    out = evaluate(mos, pred)
+    assert out["srocc"] == pytest.approx(ref["srocc"], abs=1e-12)
+    assert out["krocc"] == pytest.approx(ref["krocc"], abs=1e-12)
+    theirs = np.array(ref["mapped"])
+    if case in STUCK_IN_VIDEVAL:
+        assert ref["popt"][3] == 0.5  # never moved from the start
+        assert np.sum((fit(pred) - mos) ** 2) < 0.5 * np.sum((theirs - mos) ** 2)
+        assert out["plcc_logistic"] > ref["plcc"] + 0.05
+        return
+    assert fit.fitted
+    np.testing.assert_allclose([fit.beta1, fit.beta2, fit.beta3, fit.beta4], ref["popt"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(fit(pred), theirs, rtol=1e-9, atol=1e-9 * np.ptp(mos))
+    assert out["plcc_logistic"] == pytest.approx(ref["plcc"], abs=1e-9)
+    assert out["rmse_logistic"] == pytest.approx(ref["rmse"], rel=1e-9)

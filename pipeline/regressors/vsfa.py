@@ -47,8 +47,18 @@ from vqa_pipe.pipeline.regressors._torch_training import EPOCH_SELECTION, TorchR
 
 def vsfa_pool(q: torch.Tensor, counts: torch.Tensor, tau: int = 12,
               beta: float = 0.5) -> torch.Tensor:
-    """VSFA's temporal pooling of per-frame scores ``q`` (B, T), each video using its first
-    ``counts[i]`` frames only; returns (B,)."""
+    """VSFA's temporal pooling of per-frame scores ``q`` (B, T) into one score per video
+    (B,): the mean over each video's first ``counts[i]`` frames of
+    :func:`vsfa_pool_frames`."""
+    counts = counts.reshape(-1).to(torch.long)
+    per_frame = vsfa_pool_frames(q, counts, tau, beta)
+    return per_frame.sum(dim=1) / counts.clamp(min=1).to(q.dtype)
+
+
+def vsfa_pool_frames(q: torch.Tensor, counts: torch.Tensor, tau: int = 12,
+                     beta: float = 0.5) -> torch.Tensor:
+    """Per-frame values ``beta m_t + (1 - beta) l_t`` of VSFA's ``TP`` (B, T), each video
+    using its first ``counts[i]`` frames only; 0 after a video's last frame."""
     b, t = q.shape
     counts = counts.reshape(-1).to(torch.long)
     tau = max(1, int(tau))
@@ -64,8 +74,7 @@ def vsfa_pool(q: torch.Tensor, counts: torch.Tensor, tau: int = 12,
     logits = torch.where(valid, -future, torch.full_like(future, -1e9))
     current = (torch.softmax(logits, dim=-1) * future).sum(dim=-1)
     per_frame = beta * current + (1 - beta) * memory
-    per_frame = torch.where(real, per_frame, torch.zeros_like(per_frame))
-    return per_frame.sum(dim=1) / counts.clamp(min=1).to(q.dtype)
+    return torch.where(real, per_frame, torch.zeros_like(per_frame))
 
 
 class VSFANet(nn.Module):
