@@ -9,15 +9,17 @@
    ``RandomizedSearchCV(SVR(), grid, cv=3)`` does), on the training part of a KoNViD-1k split
    of the real VIDEVAL features (958 x 60): the default search (3-fold CV, 10 draws), the
    whole 10 x 10 grid (3-fold CV, 100 points, 300 fits) and the validation-holdout search.
-   ``--repeats`` runs each, median and range; both must choose the same (C, gamma). Then the
-   whole ``--speed-splits``-split protocol (search + refit + test) both ways.
+   ``--repeats`` runs of each, alternating, median and range of wall and CPU seconds (CPU
+   time is the fairer figure on a shared machine); both must choose the same (C, gamma).
+   Then the whole ``--speed-splits``-split protocol (search + refit + test) both ways.
 2. VIDEVAL check: median SROCC and PLCC (logistic, VIDEVAL's convention; linear beside it)
    over ``--videval-splits`` splits of VIDEVAL's own split seeds (``videval_splits``) with
    NaN features imputed by training means as RAPIQUE does, on KoNViD-1k, LIVE-VQC and
    YouTube-UGC (all 1,380 videos, and the 1,323 colour videos VIDEVAL's script keeps),
    beside the published numbers.
-3. ``--large N``: the final fit on N synthetic training videos (60 features) on each
-   ``large`` path, with the process's peak memory (each in its own process).
+3. ``--large N``: the whole svr fit (the search on ``max_search`` of them, then the final
+   fit) on N synthetic training videos (60 features) on each ``large`` path, with the
+   process's peak memory (each in its own process).
 
 Prints markdown tables and the machine load (1-minute load average before and after each
 part; figures from a busy machine are not publication figures).
@@ -83,13 +85,21 @@ def videval_table(key: str, mos_col: str, scale: str, color_only: bool = False) 
     return apply_nan_policy(table, "mean")
 
 
-def timed(fn, repeats: int) -> tuple[list[float], object]:
-    times, out = [], None
+def timed_pair(a, b, repeats: int) -> tuple[dict, dict]:
+    """Run ``a`` and ``b`` alternately ``repeats`` times each (so a change of machine load
+    hits both alike); wall and CPU seconds of each run, and the last results."""
+    runs = {"a": {"wall": [], "cpu": []}, "b": {"wall": [], "cpu": []}}
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return times, out
+        for key, fn in (("a", a), ("b", b)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            runs[key]["out"] = fn()
+            runs[key]["wall"].append(time.perf_counter() - wall)
+            runs[key]["cpu"].append(time.process_time() - cpu)
+    return runs["a"], runs["b"]
+
+
+def spread(values: list[float]) -> str:
+    return f"{np.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def speed(args, out: dict) -> None:
@@ -112,30 +122,33 @@ def speed(args, out: dict) -> None:
     print(f"## Same search with and without kernel reuse ({len(x)} training videos x "
           f"{x.shape[1]}, KoNViD-1k VIDEVAL features, tol 1e-3, {args.repeats} repeats, one "
           f"BLAS thread)\n\n{load()}\n")
-    print("| search | fits | with reuse: median s (range) | without: median s (range) | "
-          "speed-up | same choice |\n|---|---|---|---|---|---|")
+    print("| search | fits | reuse: wall s | reuse: CPU s | no reuse: wall s | "
+          "no reuse: CPU s | speed-up (CPU) | same choice |\n|---|---|---|---|---|---|---|---|")
     with threadpool_limits(1, user_api="blas"):
         for name, run in searches.items():
-            t_reuse, a = timed(lambda run=run: run(True), args.repeats)
-            t_plain, b = timed(lambda run=run: run(False), args.repeats)
-            same = (a["C"], a["gamma"]) == (b["C"], b["gamma"])
-            med_r, med_p = np.median(t_reuse), np.median(t_plain)
-            out["speed"][name] = {"fits": a["n_fits"], "reuse_s": t_reuse, "plain_s": t_plain,
-                                  "same_choice": same}
-            print(f"| {name} | {a['n_fits']} | {med_r:.2f} ({min(t_reuse):.2f}-"
-                  f"{max(t_reuse):.2f}) | {med_p:.2f} ({min(t_plain):.2f}-{max(t_plain):.2f})"
-                  f" | {med_p / med_r:.1f}x | {same} |")
+            r, p = timed_pair(lambda run=run: run(True), lambda run=run: run(False),
+                              args.repeats)
+            same = (r["out"]["C"], r["out"]["gamma"]) == (p["out"]["C"], p["out"]["gamma"])
+            out["speed"][name] = {"fits": r["out"]["n_fits"], "reuse": r["wall"],
+                                  "reuse_cpu": r["cpu"], "plain": p["wall"],
+                                  "plain_cpu": p["cpu"], "same_choice": same}
+            print(f"| {name} | {r['out']['n_fits']} | {spread(r['wall'])} | {spread(r['cpu'])} | "
+                  f"{spread(p['wall'])} | {spread(p['cpu'])} | "
+                  f"{np.median(p['cpu']) / np.median(r['cpu']):.2f}x | {same} |", flush=True)
     if args.speed_splits:
         splits = videval_splits(table.video_ids, args.speed_splits)
         print(f"\n## Whole protocol, {args.speed_splits} splits (search + refit + test), "
-              f"1 process\n\n| kernel reuse | wall s | s/split | median SROCC |\n|---|---|---|---|")
+              "1 process\n\n| kernel reuse | wall s | CPU s | CPU s/split | median SROCC |\n"
+              "|---|---|---|---|---|")
         for reuse in (True, False):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = run_protocol(table, splits, "svr", {"kernel_reuse": reuse}, jobs=1)
-            wall = time.perf_counter() - start
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             med = result.summary["test"]["srocc"]["median"]
-            out["protocol"][str(reuse)] = {"seconds": wall, "median_srocc": med}
-            print(f"| {reuse} | {wall:.1f} | {wall / args.speed_splits:.2f} | {med:.4f} |")
+            out["protocol"][str(reuse)] = {"seconds": wall, "cpu_seconds": cpu,
+                                           "median_srocc": med}
+            print(f"| {reuse} | {wall:.1f} | {cpu:.1f} | {cpu / args.speed_splits:.2f} | "
+                  f"{med:.4f} |", flush=True)
     print(f"\n{load()}")
 
 
@@ -179,21 +192,22 @@ x = rng.uniform(0, 1, (n + 2000, 60)).astype(np.float32)
 y = 3 + np.tanh(3 * (x[:, :5].sum(1) - 2.5)) + 0.5 * np.sin(4 * x[:, 5])
 y = y + rng.normal(0, 0.3, n + 2000)
 t = FeatureTable([f"v{{i}}" for i in range(n + 2000)], np.clip(y, 1, 5), "1-5", {{FLAT: x}})
-m = create_regressor("svr", C=8.0, gamma=0.25, large={large!r})
+m = create_regressor("svr", large={large!r})
 start = time.perf_counter()
 info = m.fit(t.take(range(n)))
 fit_s = time.perf_counter() - start
 from scipy.stats import spearmanr
 p = m.predict(t.take(range(n, n + 2000)))
 print(fit_s, spearmanr(t.mos[n:], p)[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      info["fit_path"].split(":")[0], sep="|")
+      info["fit_path"].split(":")[0], info["search_videos"], info["C"], info["gamma"], sep="|")
 """
 
 
 def large(args, out: dict) -> None:
-    print(f"\n## Final fit on {args.large} training videos x 60 (synthetic), C=8, gamma=0.25, "
-          f"one process each\n\n{load()}\n")
-    print("| large | fit s | test SROCC (2,000 held out) | peak RSS MB |\n|---|---|---|---|")
+    print(f"\n## svr fit (search on max_search videos + final fit) on {args.large} training "
+          f"videos x 60 (synthetic), one process each, one BLAS thread\n\n{load()}\n")
+    print("| large | fit s | test SROCC (2,000 held out) | peak RSS MB | searched on | C, gamma |"
+          "\n|---|---|---|---|---|---|")
     for path in args.large_paths:
         code = LARGE_CHILD.format(repo=str(REPO), n=args.large, large=path)
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -201,11 +215,12 @@ def large(args, out: dict) -> None:
         if res.returncode:
             print(f"| {path} | failed: {res.stderr.strip().splitlines()[-1]} | | |")
             continue
-        fit_s, rho, rss, ran = res.stdout.strip().splitlines()[-1].split("|")
+        fit_s, rho, rss, ran, searched, c, gamma = res.stdout.strip().splitlines()[-1].split("|")
         out["large"][path] = {"seconds": float(fit_s), "srocc": float(rho),
-                              "peak_rss_mb": float(rss), "path": ran}
-        print(f"| {path} ({ran}) | {float(fit_s):.1f} | {float(rho):.4f} | {float(rss):.0f} |",
-              flush=True)
+                              "peak_rss_mb": float(rss), "path": ran, "C": float(c),
+                              "gamma": float(gamma)}
+        print(f"| {path} ({ran}) | {float(fit_s):.1f} | {float(rho):.4f} | {float(rss):.0f} | "
+              f"{searched} | {float(c):g}, {float(gamma):g} |", flush=True)
     print(f"\n{load()}")
 
 
