@@ -3,17 +3,23 @@
 =========  ==============================  ===========================================
 name       inputs (feature-table roles)    model
 =========  ==============================  ===========================================
-``svr``    ``flat``                        standardised features, RBF SVR; C and gamma
-                                           searched on the validation part only
+``svr``    ``flat``                        RBF SVR on min-max scaled features, C and
+                                           gamma by 3-fold CV on the training part
+                                           (VIDEVAL / RAPIQUE), or on validation
 ``ridge``  ``flat``                        standardised features, ridge regression
                                            (alpha searched on validation)
 ``mlp``    ``sequence``                    CLiF-VQA semantic MLP (FC-GELU-FC over the
                                            T x 2r map) and a regression head
-``gru``    ``sequence``                    VSFA-style: reduce, GRU, per-frame scores,
-                                           temporal pooling
+``gru``    ``sequence``                    VSFA-style, fast: reduce, GRU, per-frame
+                                           scores, temporal pooling, on T frames
+``vsfa``   ``frames`` + ``frame_counts``   VSFA exactly (lidq92/VSFA ``VSFA.py``):
+                                           every frame, 128/32, tau 12, L1, Adam 1e-5
 ``fused``  ``sequence`` + ``spatial_maps``  CLiF-VQA fusion: semantic MLP and a Conv3D
                                            spatial head, concatenated, FC-GELU-FC
 =========  ==============================  ===========================================
+
+Parameters are declared once per regressor (:class:`Param`: type, valid values, default,
+help), checked before any training, and saved resolved with each model.
 
 Every regressor learns on the unit MOS scale (see :mod:`vqa_pipe.pipeline.feature_table`)
 and predicts on each video's own scale. A saved regressor is a folder with ``config.json``
