@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +19,10 @@ if "vqa_pipe" not in sys.modules:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
-import vqa_pipe  # noqa: E402
 import vqa_pipe.pipeline  # noqa: E402
 import vqa_pipe.stages  # noqa: E402
+
+import vqa_pipe  # noqa: E402
 
 for _module in (vqa_pipe, vqa_pipe.pipeline, vqa_pipe.stages):
     if REPO not in Path(_module.__file__).resolve().parents:
