@@ -26,17 +26,7 @@ role              shape per video             built from
                                               frames; kept in the stored dtype (float16)
 ``level_text``    ``(K, D)``                  the branch array ``level_text_embeddings``
                                               (K quality-level words), same for every video
-================  ==========================  =============================================
-
-``spatial_clip_maps`` is what FAST-VQA's head scores (per clip, then averaged). It is large:
-K x C x T' x H' x W' x 2 bytes per video, 4,816,896 bytes (4.6 MiB) with the spatial
-branch's defaults (4 x 768 x 16 x 7 x 7), e.g. 5.4 GiB for KoNViD-1k's 1,200 videos. It is
-read one store part at a time straight into one preallocated float16 array.
-
-The three ``clip_*``/``level_text`` roles feed the ``clipvqa`` head; T is
-:attr:`TableSpec.clip_frames` (32, as CLIPVQA). Which array gave ``clip_keys`` is recorded in
-``FeatureTable.info["role_sources"]``.
-
+================  ==========================  ======================================
 MOS scales. The manifest gives each video's scale (``1-5`` or ``0-100``). Regressors learn
 on a *unit* scale, ``(mos - low) / (high - low)`` in [0, 1], so datasets with different scales
 can be trained on and tested across; every prediction is mapped back to the scale of the
@@ -69,8 +59,10 @@ SPATIAL_CLIP_MAPS = "spatial_clip_maps"
 CLIP_FRAMES = "clip_frames"
 CLIP_KEYS = "clip_keys"
 LEVEL_TEXT = "level_text"
+FRAMES = "frames"
+FRAME_COUNTS = "frame_counts"
 ROLES: tuple[str, ...] = (FLAT, SEQUENCE, SPATIAL_MAPS, SPATIAL_POOLED, SPATIAL_CLIP_MAPS,
-                          CLIP_FRAMES, CLIP_KEYS, LEVEL_TEXT)
+                          CLIP_FRAMES, CLIP_KEYS, LEVEL_TEXT, FRAMES, FRAME_COUNTS)
 
 # Where each non-flat role comes from: (branch, array).
 ROLE_SOURCES: dict[str, tuple[str, str]] = {
@@ -81,9 +73,35 @@ ROLE_SOURCES: dict[str, tuple[str, str]] = {
     CLIP_FRAMES: ("semantic", "frame_embeddings"),
     CLIP_KEYS: ("semantic", "frame_tokens"),  # or window_embeddings (see _clip_keys_source)
     LEVEL_TEXT: ("semantic", "level_text_embeddings"),  # a branch array, not per video
+    FRAMES: ("semantic", "frame_scores"),
+    FRAME_COUNTS: ("semantic", "frame_scores"),
 }
 CLIP_KEYS_FALLBACK = ("semantic", "window_embeddings")
 _KEEP_DTYPE = frozenset({CLIP_KEYS})  # large float16 arrays stay float16 in the table
+VARIABLE_AXES: dict[str, int] = {FRAMES: 0}
+"""Variable-length roles: the per-video axis padded to the table's longest video."""
+
+
+def shapes_match(role: str, a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether per-video shapes ``a`` and ``b`` of ``role`` fit the same model (the padded
+    axis of a variable-length role may differ)."""
+    a, b = list(a), list(b)
+    axis = VARIABLE_AXES.get(role)
+    if axis is not None and len(a) == len(b) and len(a) > axis:
+        del a[axis], b[axis]
+    return a == b
+
+
+def pad_frames(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack per-video ``(F_i, C)`` arrays into ``(videos, max F_i, C)``, zero after each
+    video's last frame."""
+    longest = max(len(r) for r in rows)
+    out = np.zeros((len(rows), longest) + tuple(rows[0].shape[1:]), dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
 # What each branch contributes to the flat role: (array, pooling).
 FLAT_SOURCES: dict[str, tuple[str, str]] = {
     "semantic": ("frame_scores", "mean_std"),
@@ -311,6 +329,15 @@ def _pool_flat(branch: str, array: str, rows: np.ndarray, video_id: str) -> np.n
 
 
 def _role_value(role: str, rows: np.ndarray, spec: TableSpec, video_id: str) -> np.ndarray:
+    if role in (FRAMES, FRAME_COUNTS):
+        if rows.ndim != 2 or len(rows) == 0:
+            raise FeatureError(
+                f"video '{video_id}': semantic/frame_scores has shape {rows.shape}, "
+                "expected (F, 2r) with F >= 1"
+            )
+        if role == FRAME_COUNTS:
+            return np.array(len(rows), dtype=np.int64)
+        return np.asarray(rows, dtype=np.float32)
     if role == SEQUENCE:
         if rows.ndim != 2:
             raise FeatureError(
@@ -536,8 +563,14 @@ def load_table(
                     value = _pool_flat(branch, array, rows_v, vid)
                 else:
                     value = _role_value(role, rows_v, spec, vid)
+                if role in VARIABLE_AXES:  # padded below, once the longest video is known
+                    if stacked is None:
+                        stacked = np.empty(len(ids), dtype=object)
+                    stacked[position[vid]] = value
+                    continue
                 if stacked is None:
-                    stacked = np.empty((len(ids),) + value.shape, dtype=np.float32)
+                    dtype = np.int64 if role == FRAME_COUNTS else np.float32
+                    stacked = np.empty((len(ids),) + value.shape, dtype=dtype)
                 elif value.shape != stacked.shape[1:]:
                     shapes = sorted({value.shape, stacked.shape[1:]})
                     raise FeatureError(
@@ -546,6 +579,14 @@ def load_table(
                     )
                 stacked[position[vid]] = value
             assert stacked is not None  # iter_video_rows yields every id or raises
+            if role in VARIABLE_AXES:
+                shapes = {v.shape[1:] for v in stacked}
+                if len(shapes) != 1:
+                    raise FeatureError(
+                        f"'{branch}/{array}' gives videos of different shapes {sorted(shapes)} "
+                        f"in store {store.path}"
+                    )
+                stacked = pad_frames(list(stacked))
             blocks.append(stacked)
             if role == FLAT:
                 layout.append([branch, array, int(stacked.shape[1])])
@@ -670,7 +711,7 @@ def check_compatible(train: FeatureTable, other: FeatureTable, roles: Iterable[s
     for role in roles:
         a = train.require(role)
         b = other.require(role)
-        if a.shape[1:] != b.shape[1:]:
+        if not shapes_match(role, a.shape[1:], b.shape[1:]):
             raise FeatureError(
                 f"role '{role}': {train.dataset or 'training'} features have shape "
                 f"{a.shape[1:]} but {other.dataset or 'test'} features have {b.shape[1:]}; "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -115,6 +116,8 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             raise OptionError(f"option '{name}' must be a finite number, got {value!r}")
         return number
     if kind is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise OptionError(f"option '{name}' must be text, got {value!r}")

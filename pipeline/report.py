@@ -20,17 +20,20 @@ from typing import Any
 
 import numpy as np
 from vqa_pipe.pipeline.errors import VqaPipeError
-from vqa_pipe.pipeline.metrics import METRICS
+from vqa_pipe.pipeline.metrics import METRICS, MIN_LOGISTIC_N, SMALL_LOGISTIC_N
 
 PREDICTION_COLUMNS = ("video_id", "dataset", "mos", "mos_scale", "prediction", "split", "test_set")
 METRIC_LABELS = {
     "srocc": "SROCC",
     "krocc": "KROCC",
-    "plcc": "PLCC",
+    "plcc": "PLCC (linear)",
     "rmse": "RMSE",
-    "plcc_raw": "PLCC raw",
-    "rmse_raw": "RMSE raw",
+    "plcc_logistic": "PLCC (logistic)",
+    "rmse_logistic": "RMSE (logistic)",
 }
+"""Column labels: ``PLCC (linear)`` is Pearson of the predictions as they are (FAST-VQA /
+DOVER), ``PLCC (logistic)`` after the four-parameter logistic fitted on the test part
+(VIDEVAL / VQEG); see :mod:`vqa_pipe.pipeline.metrics`."""
 
 
 class ReportError(VqaPipeError):
@@ -115,12 +118,14 @@ def _clean(value: Any) -> Any:
 
 def format_summary(summary: Mapping[str, Mapping[str, Mapping[str, float]]],
                    metrics: Sequence[str] = METRICS) -> str:
-    """A plain-text table: one row per test set, ``median (std)`` per metric."""
-    header = ["test set", "n"] + [METRIC_LABELS.get(m, m) for m in metrics]
+    """A plain-text table: one row per test set, ``median (std)`` per metric; ``splits`` is
+    the number of splits, ``videos`` the (median) test videos per split."""
+    header = ["test set", "splits", "videos"] + [METRIC_LABELS.get(m, m) for m in metrics]
     lines = [header]
     for test_set, stats in summary.items():
         n = max((int(s.get("n", 0)) for s in stats.values()), default=0)
-        row = [test_set, str(n)]
+        videos = max((int(s.get("n_videos", 0)) for s in stats.values()), default=0)
+        row = [test_set, str(n), str(videos) if videos else "-"]
         for m in metrics:
             s = stats.get(m)
             if not s or s.get("median") is None or not math.isfinite(s["median"]):
@@ -165,7 +170,7 @@ def scatter_plot(
     try:
         alpha = 0.6 if len(mos) < 500 else 0.25
         ax.scatter(pred, mos, s=8, alpha=alpha, edgecolors="none")
-        if len(mos) >= 3 and np.ptp(pred) > 0:
+        if len(mos) >= MIN_LOGISTIC_N and np.ptp(pred) > 0 and np.ptp(mos) > 0:
             curve = fit_logistic(pred, mos)
             xs = np.linspace(pred.min(), pred.max(), 200)
             ax.plot(xs, curve(xs), color="C3", lw=1.5,
@@ -189,7 +194,45 @@ def plot_title(name: str, stats: Mapping[str, Mapping[str, float]]) -> str:
         value = stats.get(metric, {}).get("median")
         return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
-    return f"{name}: SROCC {med('srocc')}  PLCC {med('plcc')}"
+    return f"{name}: SROCC {med('srocc')}  PLCC (linear) {med('plcc')}"
+
+
+def metric_notes(per_split: Sequence[Mapping[str, Any]],
+                 summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+    """Notes a reader of the metrics needs: logistic metrics left undefined or replaced by
+    a line in some splits, and test sets too small for the logistic PLCC to mean much."""
+    notes = []
+    by_test: dict[str, list[Mapping[str, Any]]] = {}
+    for row in per_split:
+        by_test.setdefault(str(row.get("test_set", "test")), []).append(row["metrics"])
+    for test, rows in by_test.items():
+        undefined = [r for r in rows if r.get("n", MIN_LOGISTIC_N) < MIN_LOGISTIC_N]
+        if undefined:
+            notes.append(
+                f"test set '{test}': PLCC/RMSE (logistic) undefined in {len(undefined)} of "
+                f"{len(rows)} splits (fewer than {MIN_LOGISTIC_N} videos for a four-parameter "
+                "fit)"
+            )
+        line = [r for r in rows if r.get("n", 0) >= MIN_LOGISTIC_N
+                and not r.get("logistic_fitted", True)]
+        if line:
+            notes.append(
+                f"test set '{test}': the logistic fit failed in {len(line)} of {len(rows)} "
+                "splits; PLCC/RMSE (logistic) used a least-squares line there"
+            )
+        failed = [r for r in rows if r.get("error")]
+        if failed:
+            notes.append(f"test set '{test}': metrics could not be computed in {len(failed)} "
+                         f"of {len(rows)} splits ({failed[0]['error']})")
+    for test, stats in summary.items():
+        n = max((int(s.get("n_videos", 0)) for s in stats.values()), default=0)
+        if MIN_LOGISTIC_N <= n < SMALL_LOGISTIC_N:
+            notes.append(
+                f"test set '{test}': {n} videos per split; a logistic fitted on so few videos "
+                "overstates PLCC (logistic) (about 0.5 at 10 videos and 0.3 at 30 for "
+                "predictions with no signal): read PLCC (linear)"
+            )
+    return notes
 
 
 @dataclass

@@ -5,6 +5,9 @@ hyper-parameters are chosen on it, never on a test part.
 
 * :func:`random_splits`: N random splits (default 10, 80/20, fixed seeds), the UGC-VQA
   protocol (VIDEVAL, TLVQM, CLiF-VQA report the median over such splits).
+* :func:`videval_splits`: the splits of VIDEVAL's and RAPIQUE's evaluation scripts (split
+  *i* = scikit-learn's ``train_test_split`` with ``random_state=ceil(8.8 i)``; validation
+  with ``ceil(6.6 i)``), so results compare split by split with theirs.
 * :func:`konvid_splits`: the 1000 KoNViD-1k permutations distributed with VSFA
   (``KoNViD-1kinfo.mat``); permutation *k* puts its first 60 % in training, the next 20 %
   in validation and the last 20 % in test (VSFA's ``train/val/test`` ratios).
@@ -136,6 +139,55 @@ def random_splits(
         splits.append(
             Split(name=f"split{k:02d}", train=train, val=val, test={"test": test}, seed=seed + k)
         )
+    return splits
+
+
+def videval_splits(
+    video_ids: Sequence[str],
+    n_splits: int = 100,
+    *,
+    test_ratio: float = 0.2,
+    val_ratio: float = 0.2,
+    first: int = 1,
+) -> list[Split]:
+    """The random 80/20 splits of VIDEVAL's ``demo_eval_BVQA_feats_one_dataset.py`` (and of
+    RAPIQUE's / BVQA_Benchmark's evaluation scripts), in the order of ``video_ids`` (give
+    them in the feature matrix's row order, the datasets' metadata order).
+
+    Split *i* (``i = first .. first + n_splits - 1``; theirs start at 1) is scikit-learn's
+    ``train_test_split(ids, test_size=test_ratio, random_state=ceil(8.8 * i))``; its
+    validation part is ``train_test_split(train, test_size=val_ratio,
+    random_state=ceil(6.6 * i))`` as VIDEVAL carves it for its grid search (the CV search
+    uses train + validation, all of their training part).
+    """
+    from sklearn.model_selection import train_test_split
+
+    ids = list(video_ids)
+    if len(set(ids)) != len(ids):
+        raise SplitError("video ids must be unique")
+    if n_splits < 1 or first < 0:
+        raise SplitError(f"n_splits must be >= 1 and first >= 0, got {n_splits}, {first}")
+    _check_ratio("test_ratio", test_ratio)
+    _check_ratio("val_ratio", val_ratio)
+    n_test = math.ceil(test_ratio * len(ids))
+    n_val = math.ceil(val_ratio * (len(ids) - n_test)) if val_ratio > 0 else 0
+    if n_test < 3 or len(ids) - n_test - n_val < MIN_TRAIN or (val_ratio > 0 and n_val < 2):
+        raise SplitError(
+            f"too few videos for the splits: {len(ids)} labelled videos give "
+            f"{len(ids) - n_test - n_val} train / {n_val} validation / {n_test} test; need at "
+            f"least {MIN_TRAIN} / 2 / 3"
+        )
+    splits = []
+    for i in range(first, first + n_splits):
+        train_all, test = train_test_split(ids, test_size=test_ratio,
+                                           random_state=math.ceil(8.8 * i))
+        if val_ratio > 0:
+            train, val = train_test_split(train_all, test_size=val_ratio,
+                                          random_state=math.ceil(6.6 * i))
+        else:
+            train, val = train_all, []
+        splits.append(Split(name=f"videval{i:03d}", train=train, val=val, test={"test": test},
+                            seed=i))
     return splits
 
 

@@ -19,11 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from vqa_pipe.pipeline.errors import VqaPipeError
-from vqa_pipe.pipeline.feature_table import TableSpec, load_table
-from vqa_pipe.pipeline.metrics import evaluate, summarize
+from vqa_pipe.pipeline.feature_table import TableSpec, load_table, shapes_match
+from vqa_pipe.pipeline.metrics import safe_evaluate, summarize
 from vqa_pipe.pipeline.report import (
     PredictionRow,
     RunResult,
+    metric_notes,
     read_predictions,
     write_json,
     write_run_outputs,
@@ -99,7 +100,7 @@ def run_evaluate(
     shapes = config.get("input_shapes") or {}
     for role in roles:
         want = shapes.get(role)
-        if want is not None and list(table.require(role).shape[1:]) != list(want):
+        if want is not None and not shapes_match(role, table.require(role).shape[1:], want):
             raise EvaluateError(
                 f"{name}: '{role}' features have shape {tuple(table.require(role).shape[1:])}, "
                 f"but the run was trained on {tuple(want)}; extract with the same configuration"
@@ -123,7 +124,7 @@ def run_evaluate(
         for folder in folders:
             model = load_regressor(folder)
             pred = model.predict(table)
-            metrics = evaluate(table.mos, pred)
+            metrics = safe_evaluate(table.mos, pred)
             per_model.append({"split": folder.name, "test_set": name, "dataset": name,
                               "metrics": metrics})
             rows.append(metrics)
@@ -139,15 +140,17 @@ def run_evaluate(
     finally:
         if bar is not None:
             bar.close()
+    summary = {name: summarize(rows)}
+    notes.extend(metric_notes(per_model, summary))
     result = RunResult(
         regressor=regressor,
-        params=config.get("options", {}).get("params", {}),
+        params=config.get("resolved_params") or options.get("params", {}),
         protocol=f"trained on {config.get('train', {}).get('name', '?')}",
         dataset=name,
         per_split=per_model,
         fit_info={},
         predictions=predictions,
-        summary={name: summarize(rows)},
+        summary=summary,
         notes=notes,
         seconds=time.perf_counter() - started,
     )
@@ -165,13 +168,11 @@ def evaluate_predictions(path: str | Path, out: str | Path | None = None) -> Run
         groups.setdefault((r.test_set, r.split), []).append(r)
     per_split, by_test = [], {}
     for (test_set, split), items in groups.items():
-        try:
-            metrics = evaluate([r.mos for r in items], [r.prediction for r in items])
-        except ValueError as err:
-            raise EvaluateError(f"{path}: test set '{test_set}', split '{split}': {err}") from None
+        metrics = safe_evaluate([r.mos for r in items], [r.prediction for r in items])
         per_split.append({"split": split, "test_set": test_set,
                           "dataset": items[0].dataset, "metrics": metrics})
         by_test.setdefault(test_set, []).append(metrics)
+    summary = {k: summarize(v) for k, v in by_test.items()}
     result = RunResult(
         regressor="(predictions file)",
         params={},
@@ -180,8 +181,8 @@ def evaluate_predictions(path: str | Path, out: str | Path | None = None) -> Run
         per_split=per_split,
         fit_info={},
         predictions=rows,
-        summary={k: summarize(v) for k, v in by_test.items()},
-        notes=[],
+        summary=summary,
+        notes=metric_notes(per_split, summary),
         seconds=0.0,
     )
     if out is not None:

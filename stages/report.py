@@ -6,7 +6,8 @@ every other dataset (``stages.evaluate.run_evaluate``), writing
 ``cross/<train>/<regressor>/<test>/``; it then reads those ``metrics.json`` files and writes
 into ``reports/`` (paths from ``pipeline.layout``):
 
-- ``cross_dataset.md``: one table per regressor, median SROCC / PLCC; the diagonal is the
+- ``cross_dataset.md``: one table per regressor, median SROCC / PLCC (linear: Pearson of the
+  predictions as they are, nothing fitted on the test videos); the diagonal is the
   within-dataset result (held-out test parts), the rest cross-dataset;
 - ``cross_dataset.csv``: the same numbers, one row per (regressor, train, test);
 - ``per_split.csv``: within-dataset SROCC and PLCC of every split (for ``dvc plots``);
@@ -42,6 +43,7 @@ class Cell:
     plcc: float
     n_splits: int
     within: bool
+    plcc_logistic: float = float("nan")
 
 
 def _read(path: Path) -> dict:
@@ -55,7 +57,12 @@ def _read(path: Path) -> dict:
 
 def _median(summary: dict, metric: str) -> float:
     stats = next(iter(summary.values()))  # the first (only) test set of the run
-    return float(stats[metric]["median"])
+    value = stats.get(metric, {}).get("median")
+    return float("nan") if value is None else float(value)
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def collect(
@@ -76,6 +83,7 @@ def collect(
                     _median(metrics["summary"], "plcc"),
                     int(metrics["n_splits"]),
                     True,
+                    _median(metrics["summary"], "plcc_logistic"),
                 )
             )
             for split in metrics["splits"]:
@@ -84,8 +92,9 @@ def collect(
                         "dataset": train,
                         "regressor": regressor,
                         "split": split["split"],
-                        "srocc": split["metrics"]["srocc"],
-                        "plcc": split["metrics"]["plcc"],
+                        "srocc": _num(split["metrics"]["srocc"]),
+                        "plcc": _num(split["metrics"]["plcc"]),
+                        "plcc_logistic": _num(split["metrics"].get("plcc_logistic")),
                     }
                 )
             for test in datasets:
@@ -101,6 +110,7 @@ def collect(
                         _median(other["summary"], "plcc"),
                         int(other["n_splits"]),
                         False,
+                        _median(other["summary"], "plcc_logistic"),
                     )
                 )
     return cells, per_split
@@ -118,9 +128,12 @@ def markdown(cells: Sequence[Cell], datasets: Sequence[str], random_stores: Sequ
     if random_stores:
         lines += [f"**{RANDOM_NOTE}** ({', '.join(random_stores)})", ""]
     lines += [
-        "Median SROCC / PLCC over splits. Rows: training dataset; columns: test dataset. The "
-        "diagonal is within-dataset (held-out test parts of the random splits); the rest is "
-        "cross-dataset (every split's model on the whole other dataset).",
+        "Median SROCC / PLCC (linear) over splits. Rows: training dataset; columns: test "
+        "dataset. The diagonal is within-dataset (held-out test parts of the random splits); "
+        "the rest is cross-dataset (every split's model on the whole other dataset). PLCC "
+        "(linear) is Pearson's correlation of the predictions as they are (what FAST-VQA and "
+        "DOVER report); PLCC after the four-parameter logistic (VIDEVAL's convention) is in "
+        "cross_dataset.csv.",
         "",
     ]
     for regressor in dict.fromkeys(c.regressor for c in cells):
@@ -202,7 +215,8 @@ def run_report(
     md.write_text(markdown(cells, datasets, random_stores) + "\n")
     with open(out / "cross_dataset.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["regressor", "train", "test", "srocc", "plcc", "n_splits", "within"])
+        writer.writerow(["regressor", "train", "test", "srocc", "plcc", "plcc_logistic",
+                         "n_splits", "within"])
         for c in cells:
             writer.writerow(
                 [
@@ -211,12 +225,14 @@ def run_report(
                     c.test,
                     f"{c.srocc:.6f}",
                     f"{c.plcc:.6f}",
+                    f"{c.plcc_logistic:.6f}",
                     c.n_splits,
                     int(c.within),
                 ]
             )
     with open(out / "per_split.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, ["dataset", "regressor", "split", "srocc", "plcc"])
+        writer = csv.DictWriter(fh, ["dataset", "regressor", "split", "srocc", "plcc",
+                                     "plcc_logistic"])
         writer.writeheader()
         writer.writerows(per_split)
     metrics: dict = {"random_weights": bool(random_stores)}
@@ -224,6 +240,8 @@ def run_report(
         metrics.setdefault(c.regressor, {}).setdefault(c.train, {})[c.test] = {
             "srocc": round(c.srocc, 6),
             "plcc": round(c.plcc, 6),
+            "plcc_logistic": None if c.plcc_logistic != c.plcc_logistic
+            else round(c.plcc_logistic, 6),
         }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return md

@@ -4,6 +4,9 @@ Protocols (``TrainOptions.protocol``):
 
 * ``random``: N random train/val/test splits (default 10, 80/20, 20 % of training for
   validation, seeds ``seed .. seed+N-1``);
+* ``videval``: the random 80/20 splits of VIDEVAL's / RAPIQUE's evaluation scripts (split
+  *i* uses ``random_state=ceil(8.8 i)``, i = 1..N; validation ``ceil(6.6 i)``), in the
+  table's order (the datasets' metadata order), to compare split by split with them;
 * ``konvid``: the KoNViD-1k permutations of ``KoNViD-1kinfo.mat`` (60/20/20);
 * ``official``: fixed lists (FAST-VQA label files), e.g. LSVQ train / test / test-1080p;
 * ``cross``: train on all videos of the training dataset (validation carved at random,
@@ -24,20 +27,28 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.feature_table import (
+    NAN_POLICIES,
     FeatureError,
     FeatureTable,
     TableSpec,
     check_compatible,
     load_table,
 )
-from vqa_pipe.pipeline.metrics import evaluate, summarize
-from vqa_pipe.pipeline.report import PredictionRow, RunResult, write_json, write_run_outputs
+from vqa_pipe.pipeline.metrics import MetricError, safe_evaluate, srocc, summarize
+from vqa_pipe.pipeline.options import check_fields, option, to_plain
+from vqa_pipe.pipeline.report import (
+    PredictionRow,
+    RunResult,
+    metric_notes,
+    write_json,
+    write_run_outputs,
+)
 from vqa_pipe.pipeline.splits import (
     Split,
     SplitError,
@@ -45,11 +56,12 @@ from vqa_pipe.pipeline.splits import (
     konvid_splits,
     lsvq_official_split,
     random_splits,
+    videval_splits,
 )
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS: tuple[str, ...] = ("random", "konvid", "official", "cross")
+PROTOCOLS: tuple[str, ...] = ("random", "videval", "konvid", "official", "cross")
 
 
 class TrainError(VqaPipeError):
@@ -69,40 +81,84 @@ class DatasetRef:
         return self.name or Path(self.manifest).stem
 
 
-@dataclass
-class TrainOptions:
-    """Everything a training run needs besides the data."""
+def _regressor_names() -> list[str]:
+    from vqa_pipe.pipeline.regressors import list_regressors
 
-    regressor: str = "svr"
-    params: dict[str, Any] = field(default_factory=dict)
-    protocol: str = "random"
-    n_splits: int = 10
-    test_ratio: float = 0.2
-    val_ratio: float = 0.2
-    seed: int = 0
-    konvid_info: Path | None = None
-    split_start: int = 0
-    official_lists: dict[str, Path] = field(default_factory=dict)
-    allow_missing: bool = False
-    spec: TableSpec = field(default_factory=TableSpec)
-    jobs: int = 1
-    save_models: bool = True
+    return list_regressors()
+
+
+def parse_branch_list(value: object) -> tuple[str, ...] | None:
+    """``semantic,videval`` (or a list) -> ``("semantic", "videval")``; empty -> None (all)."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    names = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
+    return names or None
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a training run needs besides the data; each field is a ``vqa-pipe train``
+    option of the same name (and a ``train:`` key of params.yaml)."""
+
+    regressor: str = option(
+        "svr", "Regressor from the registry (`vqa-pipe regressors` lists them and their "
+        "parameters).", choices=_regressor_names)
+    params: dict = option({}, "Regressor parameters.", cli=False)
+    protocol: str = option(
+        "random",
+        "random splits, VIDEVAL's split seeds, KoNViD permutations, official lists, or "
+        "cross-dataset only.",
+        choices=PROTOCOLS,
+    )
+    splits: int = option(10, "Number of splits (seeds for 'official' and 'cross').", min=1)
+    test_ratio: float = option(0.2, "Test share of each random split.", min=0.0, max=1.0)
+    val_ratio: float = option(
+        0.2, "Validation share carved from training (choices are made on it).", min=0.0, max=1.0
+    )
+    seed: int = option(0, "First split seed.")
+    konvid_info: str | None = option(None, "KoNViD-1kinfo.mat (protocol konvid).",
+                                     metavar="FILE")
+    split_start: int = option(0, "First KoNViD permutation to use.", min=0)
+    official_lists: dict = option({}, "Official split lists by name (protocol official).",
+                                  cli=False)
+    allow_missing: bool = option(
+        False, "Leave out split-file videos that have no features (they are counted)."
+    )
+    branches: tuple[str, ...] | None = option(
+        None,
+        "Store branches pooled into flat features, comma-separated (default: all in the "
+        "store), e.g. semantic,videval for the 'CNN+VIDEVAL' rows.",
+        parse=parse_branch_list,
+    )
+    frames: int = option(16, "T: frames per video after resampling (mlp, gru, fused).", min=1)
+    clip_frames: int = option(
+        32, "T of the CLIPVQA head's frame roles: frames picked per video by TSN (clipvqa).",
+        min=1,
+    )
+    nan_policy: str = option(
+        "drop",
+        "Videos with NaN features: drop (counted), error, impute zero, or impute the "
+        "training mean.",
+        choices=NAN_POLICIES,
+    )
+    jobs: int = option(1, "Splits trained in parallel worker processes.", min=1)
+    save_models: bool = option(True, "Save each split's model in the run folder.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @property
+    def spec(self) -> TableSpec:
+        """How the feature table is built for this run."""
+        return TableSpec(flat_branches=self.branches, n_frames=self.frames,
+                         nan_policy=self.nan_policy, clip_frames=self.clip_frames)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "regressor": self.regressor,
-            "params": self.params,
-            "protocol": self.protocol,
-            "n_splits": self.n_splits,
-            "test_ratio": self.test_ratio,
-            "val_ratio": self.val_ratio,
-            "seed": self.seed,
-            "konvid_info": None if self.konvid_info is None else str(self.konvid_info),
-            "split_start": self.split_start,
+            **{k: v for k, v in to_plain(self).items() if k != "official_lists"},
             "official_lists": {k: str(v) for k, v in self.official_lists.items()},
-            "allow_missing": self.allow_missing,
             "spec": self.spec.to_json(),
-            "jobs": self.jobs,
         }
 
 
@@ -112,12 +168,15 @@ def build_splits(table: FeatureTable, opts: TrainOptions) -> list[Split]:
     ids = table.video_ids
     try:
         if opts.protocol == "random":
-            return random_splits(ids, opts.n_splits, test_ratio=opts.test_ratio,
+            return random_splits(ids, opts.splits, test_ratio=opts.test_ratio,
                                  val_ratio=opts.val_ratio, seed=opts.seed)
+        if opts.protocol == "videval":
+            return videval_splits(ids, opts.splits, test_ratio=opts.test_ratio,
+                                  val_ratio=opts.val_ratio, first=opts.seed + 1)
         if opts.protocol == "konvid":
             if opts.konvid_info is None:
                 raise TrainError("protocol 'konvid' needs the KoNViD-1kinfo.mat file")
-            return konvid_splits(opts.konvid_info, ids, opts.n_splits, start=opts.split_start,
+            return konvid_splits(opts.konvid_info, ids, opts.splits, start=opts.split_start,
                                  allow_missing=opts.allow_missing)
         if opts.protocol == "official":
             lists = dict(opts.official_lists)
@@ -130,13 +189,13 @@ def build_splits(table: FeatureTable, opts: TrainOptions) -> list[Split]:
             return [
                 lsvq_official_split(train, lists, ids, val_ratio=opts.val_ratio,
                                     seed=opts.seed + k, allow_missing=opts.allow_missing)
-                for k in range(opts.n_splits)
+                for k in range(opts.splits)
             ]
         if opts.protocol == "cross":
             return [
                 holdout_split(ids, {}, val_ratio=opts.val_ratio, seed=opts.seed + k,
                               name=f"seed{opts.seed + k:02d}")
-                for k in range(opts.n_splits)
+                for k in range(opts.splits)
             ]
     except SplitError as err:
         raise TrainError(f"{table.dataset}: {err}") from None
@@ -208,10 +267,9 @@ def run_protocol(
     """
     from vqa_pipe.pipeline.regressors import get_regressor
 
-    params = dict(params or {})
     external = dict(external or {})
     cls = get_regressor(regressor)
-    cls(**params)  # fail fast on bad parameters, before any work
+    params = cls(**dict(params or {})).params  # checked and resolved before any work
     for role in cls.roles:
         table.require(role, f"regressor '{regressor}'")
     for ext in external.values():
@@ -231,8 +289,8 @@ def run_protocol(
         results[result["split"]] = result
         first = next(iter(result["outputs"].values()))
         try:
-            s = evaluate(first["mos"], first["pred"])["srocc"]
-        except ValueError:
+            s = srocc(first["mos"], first["pred"])
+        except MetricError:
             s = float("nan")
         if bar is not None:
             bar.set_postfix_str(f"{result['split']} SROCC {s:.3f}", refresh=False)
@@ -272,12 +330,7 @@ def run_protocol(
     for split in splits:
         result = results[split.name]
         for test_name, out in result["outputs"].items():
-            try:
-                metrics = evaluate(out["mos"], out["pred"])
-            except ValueError as err:
-                raise TrainError(
-                    f"split {split.name}, test set '{test_name}': cannot compute metrics: {err}"
-                ) from None
+            metrics = safe_evaluate(out["mos"], out["pred"])
             per_split.append({"split": split.name, "test_set": test_name,
                               "dataset": out["dataset"], "metrics": metrics})
             by_test.setdefault(test_name, []).append(metrics)
@@ -289,6 +342,8 @@ def run_protocol(
     notes = list(table.notes)
     for name, ext in external.items():
         notes.extend(f"{name}: {n}" for n in ext.notes)
+    notes.extend(fit_notes(regressor, [results[s.name]["fit_info"] for s in splits]))
+    notes.extend(metric_notes(per_split, summary))
     return RunResult(
         regressor=regressor,
         params=params,
@@ -301,6 +356,22 @@ def run_protocol(
         notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def fit_notes(regressor: str, infos: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the run's notes should say about how the models were fitted (e.g. which SVR
+    path ran at scale)."""
+    notes = []
+    paths = [i["fit_path"] for i in infos if i.get("fit_path") and not
+             str(i["fit_path"]).startswith("exact")]
+    if paths:
+        notes.append(f"{regressor}: large training part in {len(paths)} of {len(infos)} "
+                     f"splits; final fit: {paths[0]}")
+    subsets = [i["search_subset"] for i in infos if i.get("search_subset")]
+    if subsets:
+        notes.append(f"{regressor}: hyper-parameters searched on a random {subsets[0]} "
+                     f"training videos in {len(subsets)} of {len(infos)} splits")
+    return notes
 
 
 def run_train(
@@ -329,7 +400,7 @@ def run_train(
     if opts.protocol == "cross" and not tests:
         raise TrainError("protocol 'cross' needs at least one other dataset to test on")
     cls = get_regressor(opts.regressor)
-    cls(**opts.params)
+    resolved = cls(**opts.params).params  # checked before any data is read
     who = f"regressor '{opts.regressor}'"
     table = load_table(train.store, train.manifest, cls.roles, opts.spec, dataset=train.label,
                        who=who)
@@ -355,6 +426,7 @@ def run_train(
         "tests": [{"name": r.label, "store": str(r.store), "manifest": str(r.manifest)}
                   for r in tests],
         "options": opts.to_json(),
+        "resolved_params": resolved,
         "roles": list(cls.roles),
         "input_shapes": table.input_shapes(),
         "flat_layout": table.info.get("flat_layout"),
@@ -382,6 +454,7 @@ __all__ = [
     "TrainError",
     "TrainOptions",
     "build_splits",
+    "fit_notes",
     "run_protocol",
     "run_train",
 ]

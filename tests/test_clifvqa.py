@@ -67,7 +67,7 @@ def test_mlp_regressor_defaults_to_eq8_and_keeps_the_flatten_option():
     assert net.head.fc1.in_features == R2  # the regression head sees F_s (2r values)
     old = create_regressor("mlp", semantic="flatten").build({SEQUENCE: [T, R2]})
     assert isinstance(old.semantic, FlattenSemanticMLP)
-    with pytest.raises(RegressorError, match="semantic must be one of time, flatten"):
+    with pytest.raises(RegressorError, match="'semantic' must be one of: time, flatten"):
         create_regressor("mlp", semantic="attention")
 
 
@@ -170,8 +170,8 @@ def test_clip_maps_reach_the_head_raw():
 
 @pytest.mark.parametrize("params, message", [
     ({"freeze_spatial": True}, "freeze_spatial needs spatial_init"),
-    ({"spatial_pool": "max"}, "spatial_pool must be one of flatten, mean"),
-    ({"spatial_dropout": 1.0}, r"spatial_dropout must be in \[0, 1\)"),
+    ({"spatial_pool": "max"}, "'spatial_pool' must be one of: flatten, mean"),
+    ({"spatial_dropout": 1.0}, r"'spatial_dropout' must be a number in \[0, 1\)"),
 ])
 def test_bad_fused_parameters(params, message):
     with pytest.raises(RegressorError, match=message):

@@ -315,11 +315,11 @@ def test_decode_round_trip_save_load_gives_identical_predictions(decode, tmp_pat
 
 
 def test_bad_parameters_and_mismatched_inputs_are_named():
-    with pytest.raises(RegressorError, match="unknown decode 'argmax'"):
+    with pytest.raises(RegressorError, match="'decode' must be one of: svr, expectation; got 'argmax'"):
         create_regressor("clipvqa", decode="argmax")
-    with pytest.raises(RegressorError, match="unknown token_layout"):
+    with pytest.raises(RegressorError, match="'token_layout' must be one of"):
         create_regressor("clipvqa", token_layout="sideways")
-    with pytest.raises(RegressorError, match="epochs must be >= 1"):
+    with pytest.raises(RegressorError, match="'epochs' must be an integer >= 1"):
         create_regressor("clipvqa", epochs=0)
     table = toy_table(32)
     table.inputs[LEVEL_TEXT] = table.inputs[LEVEL_TEXT][:, :5]
@@ -436,8 +436,8 @@ def clipvqa_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clipvqa_run")
     train = DatasetRef(*write_store(folder, "tok", n=48), name="tok")
     other = DatasetRef(*write_store(folder, "tok_b", n=24, seed=1, scale="0-100"), name="tok_b")
-    opts = TrainOptions(regressor="clipvqa", params=dict(FAST, epochs=4), n_splits=2,
-                        spec=TableSpec(clip_frames=8))
+    opts = TrainOptions(regressor="clipvqa", params=dict(FAST, epochs=4), splits=2,
+                        clip_frames=8)
     result = run_train(train, folder / "run", opts, tests=[other])
     return folder, result
 

@@ -198,3 +198,14 @@ def test_code_comes_from_the_checkout_it_is_imported_from(tmp_path):
                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(clone)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "clone pipeline | clone stages"
+
+
+def test_regressors_command_lists_each_parameter_with_its_valid_values():
+    listing = _ok(CliRunner().invoke(main, ["regressors"]))
+    for name in ("svr", "ridge", "mlp", "gru", "vsfa", "fused", "fastvqa", "clipvqa"):
+        assert name in listing
+    svr = _ok(CliRunner().invoke(main, ["regressors", "svr"]))
+    assert "epsilon: a number >= 0" in svr and "reads: flat" in svr
+    bad = CliRunner().invoke(main, ["train", "--dataset", "x", "--regressor", "mlp",
+                                    "--param", "hidden=0"])
+    assert bad.exit_code != 0

@@ -394,7 +394,7 @@ def test_linear_calibration_only_rescales(tmp_path):
 
 @pytest.mark.parametrize("params, message", [
     ({}, "needs the FAST-VQA checkpoint: --param checkpoint=FILE"),
-    ({"checkpoint": "x.pth", "calibrate": "logistic"}, "calibrate must be one of none, linear"),
+    ({"checkpoint": "x.pth", "calibrate": "logistic"}, "calibrate. must be one of: none, linear"),
     ({"checkpoint": "x.pth", "lr": 0.1}, "has no parameter"),
 ])
 def test_bad_regressor_parameters(params, message):
@@ -452,7 +452,7 @@ def test_train_and_evaluate_stages_run_fastvqa(tmp_path):
     other = dict(list(maps.items())[:6])
     store_b, manifest_b = _store_with(tmp_path / "b", other, config, mos)
     opts = TrainOptions(regressor="fastvqa", params={"checkpoint": str(ckpt)},
-                        protocol="cross", n_splits=1)
+                        protocol="cross", splits=1)
     result = run_train(DatasetRef(store, manifest, "konvid"), tmp_path / "run", opts,
                        tests=[DatasetRef(store, manifest, "konvid_all")])
     rows = [r for r in result.predictions if r.test_set == "konvid_all"]

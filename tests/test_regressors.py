@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from vqa_pipe.pipeline.feature_table import (
     FLAT,
+    FRAME_COUNTS,
+    FRAMES,
     SEQUENCE,
     SPATIAL_CLIP_MAPS,
     SPATIAL_MAPS,
@@ -34,9 +36,11 @@ from vqa_pipe.pipeline.regressors import (
     load_regressor,
 )
 
-ALL = ["fused", "gru", "mlp", "ridge", "svr"]  # the regressors that learn from MOS
+ALL = ["fused", "gru", "mlp", "ridge", "svr", "vsfa"]  # the regressors that learn from MOS
+TORCH = ("mlp", "gru", "fused", "vsfa")
 REGISTRY = sorted(ALL + ["fastvqa"])  # fastvqa: FAST-VQA's own head (tests/test_fastvqa.py)
 FAST_TORCH = {"epochs": 25, "batch_size": 16}
+FAST_VSFA = {"epochs": 25, "batch_size": 16, "lr": 1e-3}  # VSFA's 1e-5 needs 2000 epochs
 N_FRAMES, N_SCORES = 8, 6
 
 
@@ -144,13 +148,17 @@ def synthetic_table(n: int = 240, seed: int = 0) -> FeatureTable:
     quality = quality + 0.8 * maps[:, 0].mean(axis=(1, 2, 3))
     mos = 1 + 4 * (quality - quality.min()) / np.ptp(quality)
     flat = np.concatenate([seq.mean(1), seq.std(1), maps.mean(axis=(2, 3, 4))], axis=1)
+    frames = np.concatenate([seq, np.zeros((n, 3, 6), np.float32)], axis=1)  # padded to 11
     return FeatureTable([f"v{i:03d}" for i in range(n)], mos, "1-5",
                         {FLAT: flat, SEQUENCE: seq, SPATIAL_MAPS: maps,
-                         SPATIAL_CLIP_MAPS: clip_maps}, dataset="synthetic")
+                         SPATIAL_CLIP_MAPS: clip_maps, FRAMES: frames,
+                         FRAME_COUNTS: np.full(n, 8, dtype=np.int64)}, dataset="synthetic")
 
 
 def _params(name: str) -> dict:
-    return dict(FAST_TORCH) if name in ("mlp", "gru", "fused") else {}
+    if name == "vsfa":
+        return dict(FAST_VSFA)
+    return dict(FAST_TORCH) if name in TORCH else {}
 
 
 # --------------------------------------------------------------------------- registry
@@ -158,9 +166,9 @@ def test_registry_lists_every_regressor_and_names_bad_choices():
     assert list_regressors() == sorted(REGISTRY + ["clipvqa"])  # clipvqa: tests/test_clipvqa.py
     with pytest.raises(RegressorError, match="unknown regressor 'xgb'; valid: clipvqa, fastvqa"):
         get_regressor("xgb")
-    with pytest.raises(RegressorError, match="has no parameter.*lr.*valid: C, epsilon"):
+    with pytest.raises(RegressorError, match="has no parameter.*lr.*valid: C, draws, epsilon"):
         create_regressor("svr", lr=0.1)
-    with pytest.raises(RegressorError, match="unknown loss 'huber'"):
+    with pytest.raises(RegressorError, match="parameter 'loss' must be one of: mono.lin"):
         create_regressor("mlp", loss="huber")
     with pytest.raises(RegressorError, match="must be fitted"):
         create_regressor("ridge").predict(synthetic_table(20))
@@ -223,18 +231,25 @@ def test_svr_rebuilt_from_weights_predicts_like_scikit_learn(tmp_path):
     assert info["n_support"] == len(ref.support_)
 
 
-def test_svr_search_uses_validation_and_needs_it():
+def test_svr_searches_by_cv_on_the_training_part_or_on_validation():
     table = synthetic_table(100, seed=4)
-    with pytest.raises(RegressorError, match="validation part"):
-        create_regressor("svr").fit(table.take(range(80)))
+    # the default (VIDEVAL/RAPIQUE): 3-fold CV on train + validation, 10 random grid points
+    info = create_regressor("svr").fit(table.take(range(60)), table.take(range(60, 80)))
+    assert info["n_fits"] == 30 and info["refit_on"] == "train+val"
+    assert info["search"] == "3-fold CV, 10 of 100 grid points" and info["search_videos"] == 80
+    assert len(info["candidates"]) == 10 and info["target"] == "mos (1-5)"
+    assert create_regressor("svr").fit(table.take(range(80)))["search_videos"] == 80
+    # the single-holdout search is kept as an option, and needs its validation part
+    with pytest.raises(RegressorError, match="search='holdout' chooses C and gamma on a "
+                                             "validation part"):
+        create_regressor("svr", search="holdout").fit(table.take(range(80)))
+    held = create_regressor("svr", search="holdout").fit(table.take(range(60)),
+                                                         table.take(range(60, 80)))
+    assert held["search"] == "validation holdout" and held["search_videos"] == 60
+    assert held["refit_on"] == "train+val" and held["n_fits"] > 10
     model = create_regressor("svr", C=4.0, gamma=0.05)
-    info = model.fit(table.take(range(80)))  # fixed hyper-parameters need no validation
-    assert info["C"] == 4.0 and info["gamma"] == 0.05
-    searched = create_regressor("svr").fit(table.take(range(60)), table.take(range(60, 80)))
-    assert searched["n_fits"] > 10 and searched["refit_on"] == "train+val"
-    # a different validation part can change the choice; the test part never enters
-    other = create_regressor("svr").fit(table.take(range(60)), table.take(range(80, 100)))
-    assert {"C", "gamma"} <= set(other)
+    fixed = model.fit(table.take(range(80)))  # fixed hyper-parameters: no search at all
+    assert fixed["C"] == 4.0 and fixed["gamma"] == 0.05 and "n_fits" not in fixed
 
 
 def test_predictions_are_on_each_videos_own_scale():
@@ -265,8 +280,7 @@ def test_every_regressor_trains_and_predicts_on_the_sample_store(name, sample_st
     assert len(table) == 5 and "5 videos have no MOS and are left out" in table.notes
     train = table.subset(["konvid_10053703034", "lsvq_1724", "konvid_5115335471"])
     val = table.subset(["konvid_3339962845", "lsvq_17734"])
-    params = dict(_params(name), epochs=5, batch_size=4) if name in ("mlp", "gru", "fused") \
-        else {}
+    params = dict(_params(name), epochs=5, batch_size=4) if name in TORCH else {}
     model = create_regressor(name, **params)
     model.fit(train, val)
     pred = model.predict(table)

@@ -3,14 +3,17 @@
 =========  ==============================  ===========================================
 name       inputs (feature-table roles)    model
 =========  ==============================  ===========================================
-``svr``    ``flat``                        standardised features, RBF SVR; C and gamma
-                                           searched on the validation part only
+``svr``    ``flat``                        RBF SVR on min-max scaled features, C and
+                                           gamma by 3-fold CV on the training part
+                                           (VIDEVAL / RAPIQUE), or on validation
 ``ridge``  ``flat``                        standardised features, ridge regression
                                            (alpha searched on validation)
 ``mlp``    ``sequence``                    CLiF-VQA semantic MLP (eq. 8: FC-GELU-FC along
                                            time per description) and a regression head
-``gru``    ``sequence``                    VSFA-style: reduce, GRU, per-frame scores,
-                                           temporal pooling
+``gru``    ``sequence``                    VSFA-style, fast: reduce, GRU, per-frame
+                                           scores, temporal pooling, on T frames
+``vsfa``   ``frames`` + ``frame_counts``   VSFA exactly (lidq92/VSFA ``VSFA.py``):
+                                           every frame, 128/32, tau 12, L1, Adam 1e-5
 ``fused``  ``sequence`` +                  CLiF-VQA fusion (eqs. 10-13): eq. 8 and
            ``spatial_clip_maps``           FAST-VQA's head per clip, flattened,
                                            concatenated, FC-GELU-FC
@@ -21,6 +24,9 @@ name       inputs (feature-table roles)    model
                                            embeddings), softmax over 6 level words;
                                            decoded by SVR or expectation
 =========  ==============================  ===========================================
+
+Parameters are declared once per regressor (:class:`Param`: type, valid values, default,
+help), checked before any training, and saved resolved with each model.
 
 Every regressor learns on the unit MOS scale (see :mod:`vqa_pipe.pipeline.feature_table`)
 and predicts on each video's own scale. A saved regressor is a folder with ``config.json``
@@ -36,14 +42,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from vqa_pipe.pipeline.errors import VqaPipeError
-from vqa_pipe.pipeline.feature_table import FeatureTable, from_unit
+from vqa_pipe.pipeline.feature_table import FeatureTable, from_unit, shapes_match
 from vqa_pipe.pipeline.registry import Registry
 
 FORMAT_VERSION = 1
@@ -88,6 +96,21 @@ def create_regressor(name: str, **params: Any) -> Regressor:
     return get_regressor(name)(**params)
 
 
+def describe_params(name: str) -> list[str]:
+    """One help line per parameter of regressor ``name`` (declared ones say their type,
+    valid values, default and meaning; ones from a plain ``defaults`` dict only their
+    default), sorted by name: what ``--help`` can print."""
+    cls = get_regressor(name)
+    specs = cls.param_specs()
+    lines = []
+    for key, default in sorted(cls.default_params().items()):
+        if key in specs:
+            lines.append(specs[key].describe())
+        else:
+            lines.append(f"{key}: (default {json.dumps(default, default=str)}).")
+    return lines
+
+
 def load_regressor(folder: str | Path) -> Regressor:
     """Load a regressor saved with :meth:`Regressor.save` (no pickle, no code execution)."""
     folder = Path(folder)
@@ -116,6 +139,7 @@ def load_regressor(folder: str | Path) -> Regressor:
     model = cls(**config.get("params", {}))
     model.fit_info = dict(config.get("fit_info", {}))
     model.input_shapes = {k: list(v) for k, v in config.get("input_shapes", {}).items()}
+    model.train_scales = list(config.get("train_scales", []))
     try:
         model._set_state(tensors)
     except KeyError as err:
@@ -124,18 +148,177 @@ def load_regressor(folder: str | Path) -> Regressor:
     return model
 
 
+# --------------------------------------------------------------------------- parameters
+PARAM_KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "range")
+
+
+def _fmt_number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One regressor parameter, declared once: name, type, valid values, default and help.
+
+    ``kind`` is ``int``, ``float``, ``bool``, ``choice`` (one of ``choices``) or ``range``
+    (a ``[low, high]`` pair of numbers with low <= high, e.g. a log2 search range).
+    ``low``/``high`` bound numbers (and both ends of a range), inclusive unless
+    ``low_open``/``high_open``. ``nullable`` allows ``None`` (``null`` on the command line),
+    whose meaning ``null_means`` gives. Numbers given as strings (YAML reads ``1e-3`` as a
+    string) are converted; booleans are never numbers.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] = ()
+    nullable: bool = False
+    null_means: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in PARAM_KINDS:
+            raise RegressorError(f"parameter '{self.name}': unknown kind {self.kind!r}")
+        if self.kind == "choice" and not self.choices:
+            raise RegressorError(f"parameter '{self.name}': a choice needs choices")
+
+    # -- what is valid, in words
+    def _bounds(self) -> str:
+        lo = None if self.low is None else ("> " if self.low_open else ">= ") + _fmt_number(
+            self.low)
+        hi = None if self.high is None else ("< " if self.high_open else "<= ") + _fmt_number(
+            self.high)
+        if lo and hi:
+            left = "(" if self.low_open else "["
+            right = ")" if self.high_open else "]"
+            return f"in {left}{_fmt_number(self.low)}, {_fmt_number(self.high)}{right}"
+        return lo or hi or ""
+
+    def valid(self) -> str:
+        """What this parameter accepts, e.g. ``an integer >= 1`` or ``one of: l1, mse``."""
+        bounds = self._bounds()
+        if self.kind == "int":
+            text = "an integer" + (f" {bounds}" if bounds else "")
+        elif self.kind == "float":
+            text = "a number" + (f" {bounds}" if bounds else "")
+        elif self.kind == "bool":
+            text = "true or false"
+        elif self.kind == "choice":
+            text = "one of: " + ", ".join(str(c) for c in self.choices)
+        else:
+            text = "[low, high] with low <= high" + (f", each {bounds}" if bounds else "")
+        if self.nullable:
+            text += " or null" + (f" ({self.null_means})" if self.null_means else "")
+        return text
+
+    def describe(self) -> str:
+        """One line for help texts: ``name: valid values (default ...). help``."""
+        default = "null" if self.default is None else json.dumps(self.default)
+        return f"{self.name}: {self.valid()} (default {default}). {self.help}".rstrip(". ") + "."
+
+    # -- checking
+    def _number(self, value: Any, integer: bool) -> float | int | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value.strip()) if not integer else _int_text(value)
+            except ValueError:
+                return None
+        if isinstance(value, (int, np.integer)):
+            return int(value) if integer else float(value)
+        if isinstance(value, (float, np.floating)):
+            value = float(value)
+            if not math.isfinite(value):
+                return None
+            if integer:
+                return int(value) if value.is_integer() else None
+            return value
+        return None
+
+    def _in_bounds(self, x: float) -> bool:
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        if self.high is not None and (x >= self.high if self.high_open else x > self.high):
+            return False
+        return True
+
+    def check(self, value: Any, who: str = "regressor") -> Any:
+        """``value`` converted to this parameter's type, or a one-line
+        :class:`RegressorError` naming the parameter and what is valid."""
+        if value is None and self.nullable:
+            return None
+        out: Any = None
+        if self.kind in ("int", "float"):
+            x = self._number(value, self.kind == "int")
+            if x is not None and self._in_bounds(x):
+                out = x
+        elif self.kind == "bool":
+            if isinstance(value, (bool, np.bool_)):
+                out = bool(value)
+        elif self.kind == "choice":
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+                    and value in self.choices:
+                out = value
+        elif isinstance(value, (list, tuple)) and len(value) == 2:  # range
+            pair = [self._number(v, False) for v in value]
+            if all(v is not None and self._in_bounds(v) for v in pair) and pair[0] <= pair[1]:
+                out = pair
+        if out is None:
+            raise RegressorError(
+                f"{who}: parameter '{self.name}' must be {self.valid()}; got {value!r}"
+            )
+        return out
+
+
+def _int_text(text: str) -> int:
+    value = float(text.strip())
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
 # --------------------------------------------------------------------------- preprocessing
 class Standardizer:
-    """Per-channel standardisation fitted on the training part; NaN become the channel mean.
+    """Per-channel affine scaling fitted on the training part, ``(x - mean) / scale``; NaN
+    become the training part's channel mean (``fill``, in scaled units).
 
+    :meth:`fit` standardises (z-scores); :meth:`fit_minmax` maps the training part's range
+    to [0, 1] (scikit-learn's ``MinMaxScaler``, as VIDEVAL and RAPIQUE scale features).
     ``channel_axis`` is the axis (of the per-video shape) that holds channels: statistics are
     taken over videos and every other axis.
     """
 
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, channel_axis: int) -> None:
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, channel_axis: int,
+                 fill: np.ndarray | None = None) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.scale = np.asarray(scale, dtype=np.float32)
         self.channel_axis = int(channel_axis)
+        self.fill = (np.zeros_like(self.mean) if fill is None
+                     else np.asarray(fill, dtype=np.float32))
+
+    @classmethod
+    def fit_minmax(cls, x: np.ndarray) -> Standardizer:
+        """Min-max scaling of ``x`` (videos, channels): the training part's range becomes
+        [0, 1] (a constant channel: offset only); NaN and inf are left out of the statistics
+        and later filled with the channel's training mean."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise RegressorError(f"min-max scaling needs (videos, features), got {x.shape}")
+        finite = np.isfinite(x)
+        with np.errstate(invalid="ignore"):
+            low = np.where(finite, x, np.inf).min(axis=0)
+            high = np.where(finite, x, -np.inf).max(axis=0)
+            mean = np.where(finite, x, 0.0).sum(axis=0) / finite.sum(axis=0)
+        low = np.where(np.isfinite(low), low, 0.0)
+        span = np.where(np.isfinite(high), high, low) - low
+        span = np.where(span > 0, span, 1.0)
+        mean = np.where(np.isfinite(mean), mean, low)
+        return cls(low, span, -1, fill=(mean - low) / span)
 
     @classmethod
     def fit(cls, x: np.ndarray, channel_axis: int = -1, chunk: int = 64) -> Standardizer:
@@ -176,12 +359,14 @@ class Standardizer:
                 f"the model was fitted on {self.mean.size}"
             )
         z = (x - self.mean.reshape(shape)) / self.scale.reshape(shape)
-        return np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+        fill = np.broadcast_to(self.fill.reshape(shape), z.shape)
+        return np.where(np.isfinite(z), z, fill).astype(np.float32)
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {
             f"{prefix}.mean": self.mean,
             f"{prefix}.scale": self.scale,
+            f"{prefix}.fill": self.fill,
             f"{prefix}.channel_axis": np.array([self.channel_axis], dtype=np.int64),
         }
 
@@ -191,6 +376,7 @@ class Standardizer:
             tensors[f"{prefix}.mean"],
             tensors[f"{prefix}.scale"],
             int(tensors[f"{prefix}.channel_axis"][0]),
+            fill=tensors.get(f"{prefix}.fill"),  # absent in models saved before 0-fill
         )
 
 
@@ -225,33 +411,87 @@ class TargetScaler:
 class Regressor(ABC):
     """A model from fixed-shape features to MOS.
 
-    Subclasses set ``roles`` (feature-table roles they read) and ``defaults`` (parameters),
-    and implement :meth:`_fit`, :meth:`_predict_unit`, :meth:`_state` and :meth:`_set_state`.
+    Subclasses set ``roles`` (feature-table roles they read) and ``params_spec`` (one
+    :class:`Param` per parameter: type, valid values, default, help), and implement
+    :meth:`_fit`, :meth:`_predict_unit`, :meth:`_state` and :meth:`_set_state`.
+    Declarations are inherited and a subclass's win. A plain ``defaults`` dict (the older
+    way) still works: those parameters are accepted by name, and only the class's own
+    :meth:`_check_params` validates them.
     """
 
     name: ClassVar[str] = ""
     roles: ClassVar[tuple[str, ...]] = ()
+    params_spec: ClassVar[tuple[Param, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}
     single_thread_blas: ClassVar[bool] = False
     """True for models whose NumPy/SciPy work is on small matrices: BLAS then runs on one
     thread (OpenBLAS threads spin badly on a busy 2-core machine: a 767 x 60 SVD took 0.85 s
     with two threads and 0.005 s with one)."""
 
-    def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
+    @classmethod
+    def param_specs(cls) -> dict[str, Param]:
+        """Declared parameters by name (inherited declarations, a subclass's win)."""
+        out: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            for spec in klass.__dict__.get("params_spec", ()):
+                out[spec.name] = spec
+        return out
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        """Every parameter's default: declared ones, then any plain ``defaults`` dict."""
+        out: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            for spec in klass.__dict__.get("params_spec", ()):
+                out[spec.name] = spec.default
+            legacy = klass.__dict__.get("defaults")
+            if isinstance(legacy, Mapping):
+                out.update(legacy)
+        return out
+
+    @classmethod
+    def resolve_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` over the defaults, each declared one checked and converted.
+
+        Raises:
+            RegressorError: an unknown name (the valid ones are listed) or a bad value (one
+                line naming the parameter and its valid values).
+        """
+        defaults = cls.default_params()
+        unknown = sorted(set(params) - set(defaults))
+        who = f"regressor '{cls.name}'"
         if unknown:
             raise RegressorError(
-                f"regressor '{self.name}' has no parameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(self.defaults)) or 'none'}"
+                f"{who} has no parameter(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(defaults)) or 'none'}"
             )
-        self.params: dict[str, Any] = {**self.defaults, **params}
+        resolved = {**defaults, **params}
+        for name, spec in cls.param_specs().items():
+            resolved[name] = spec.check(resolved[name], who)
+        return resolved
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = self.resolve_params(params)
         self._check_params()
         self.fit_info: dict[str, Any] = {}
         self.input_shapes: dict[str, list[int]] = {}
         self._fitted = False
 
     def _check_params(self) -> None:  # noqa: B027 - optional hook
-        """Validate ``self.params``; raise :class:`RegressorError` naming the bad one."""
+        """Checks across parameters (each one alone is checked by its :class:`Param`);
+        raise :class:`RegressorError` naming the bad one."""
+
+    def _mos_bounds(self) -> tuple[float, float] | None:
+        """``(low, high)`` of the training part's MOS scale (set by :meth:`fit`), for models
+        that learn in the dataset's own MOS units; None when the training part mixes scales
+        (the caller then learns a scale-free target and says so in ``fit_info``)."""
+        from vqa_pipe.pipeline.manifest import MOS_SCALES
+
+        scales = getattr(self, "train_scales", [])
+        if len(scales) != 1:
+            return None
+        low, high = MOS_SCALES[scales[0]]
+        return float(low), float(high)
 
     @property
     def who(self) -> str:
@@ -262,7 +502,7 @@ class Regressor(ABC):
         if self._fitted:
             for role, arr in out.items():
                 want = self.input_shapes.get(role)
-                if want is not None and list(arr.shape[1:]) != want:
+                if want is not None and not shapes_match(role, arr.shape[1:], want):
                     raise RegressorError(
                         f"{self.who} was fitted on '{role}' features of shape {tuple(want)}, "
                         f"got {tuple(arr.shape[1:])} from {table.dataset or 'the table'}"
@@ -281,6 +521,7 @@ class Regressor(ABC):
         if val is not None and len(val):
             val_inputs = self._inputs(val)
         self.input_shapes = {role: list(arr.shape[1:]) for role, arr in inputs.items()}
+        self.train_scales = sorted(set(train.scales) | set(() if val is None else val.scales))
         with self._blas_threads():
             info = self._fit(inputs, train.unit_mos, val_inputs,
                              None if val is None else val.unit_mos)
@@ -331,6 +572,7 @@ class Regressor(ABC):
             "params": self.params,
             "fit_info": self.fit_info,
             "input_shapes": self.input_shapes,
+            "train_scales": getattr(self, "train_scales", []),
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default))
         return folder

@@ -55,7 +55,7 @@ from vqa_pipe.pipeline.feature_table import (
     LEVEL_TEXT,
     FeatureTable,
 )
-from vqa_pipe.pipeline.regressors import Regressor, RegressorError, register_regressor
+from vqa_pipe.pipeline.regressors import Param, Regressor, RegressorError, register_regressor
 from vqa_pipe.pipeline.regressors._torch_training import _val_score, torch_threads
 
 BETAS = (0.9, 0.98)
@@ -84,45 +84,29 @@ class ClipvqaRegressor(Regressor):
     """CLIPVQA head on cached frame embeddings, patch tokens (or windows) and level words."""
 
     roles = (CLIP_FRAMES, CLIP_KEYS, LEVEL_TEXT)
-    defaults = {
-        "epochs": 40,
-        "batch_size": 16,
-        "lr": 8e-5,
-        "min_lr": 8e-8,
-        "warmup_epochs": 5,
-        "weight_decay": 1e-3,
-        "mit_layers": 1,
-        "prompts_layers": 2,
-        "prompts_alpha": 0.1,
-        "logit_scale": math.log(100.0),  # CLIP's pretrained value, where upstream starts
-        "train_logit_scale": False,
-        "train_conv": False,
-        "token_layout": "upstream",
-        "decode": "svr",
-        "seed": 0,
-        "threads": 1,  # torch CPU threads while fitting/predicting (0: leave torch's setting)
-    }
+    params_spec = (
+        Param("epochs", "int", 40, "training epochs (the best one on validation is kept)", low=1),
+        Param("batch_size", "int", 16, "videos per step (upstream: 2 x 8 accumulated)", low=1),
+        Param("lr", "float", 8e-5, "peak learning rate of SAT and VAT", low=0, low_open=True),
+        Param("min_lr", "float", 8e-8, "learning rate at the end of the cosine decay", low=0),
+        Param("warmup_epochs", "int", 5, "linear warm-up epochs", low=0),
+        Param("weight_decay", "float", 1e-3, "AdamW weight decay", low=0),
+        Param("mit_layers", "int", 1, "SAT: attention blocks over the frames", low=0),
+        Param("prompts_layers", "int", 2, "VAT: cross-attention layers", low=0),
+        Param("prompts_alpha", "float", 0.1, "VAT: initial weight of the video-aware term"),
+        Param("logit_scale", "float", math.log(100.0), "initial log logit scale (CLIP's)"),
+        Param("train_logit_scale", "bool", False, "learn the logit scale (upstream: fixed)"),
+        Param("train_conv", "bool", False, "learn VAT's temporal Conv (upstream: fixed)"),
+        Param("token_layout", "choice", "upstream", "read the Conv output as upstream does, or "
+              "one row per patch token", choices=TOKEN_LAYOUTS),
+        Param("decode", "choice", "svr", "levels to MOS: SVR on soft labels (upstream) or the "
+              "expected level", choices=DECODERS),
+        Param("seed", "int", 0, "seed of the weights and of the batch order", low=0),
+        Param("threads", "int", 1, "torch CPU threads (0: leave torch's setting)", low=0),
+    )
 
     def _check_params(self) -> None:
-        p = self.params
-        if p["decode"] not in DECODERS:
-            raise RegressorError(f"{self.who}: unknown decode {p['decode']!r}; choose one of "
-                                 f"{', '.join(DECODERS)}")
-        if p["token_layout"] not in TOKEN_LAYOUTS:
-            raise RegressorError(f"{self.who}: unknown token_layout {p['token_layout']!r}; "
-                                 f"choose one of {', '.join(TOKEN_LAYOUTS)}")
-        for key in ("epochs", "batch_size"):
-            if int(p[key]) < 1:
-                raise RegressorError(f"{self.who}: {key} must be >= 1, got {p[key]}")
-        for key in ("warmup_epochs", "mit_layers", "prompts_layers", "threads"):
-            if int(p[key]) < 0:
-                raise RegressorError(f"{self.who}: {key} must be >= 0, got {p[key]}")
-        if float(p["lr"]) <= 0 or float(p["min_lr"]) < 0:
-            raise RegressorError(f"{self.who}: lr must be > 0 and min_lr >= 0, got "
-                                 f"lr={p['lr']} min_lr={p['min_lr']}")
-        if float(p["weight_decay"]) < 0:
-            raise RegressorError(f"{self.who}: weight_decay must be >= 0, got "
-                                 f"{p['weight_decay']}")
+        pass  # every parameter is declared in params_spec and checked there
 
     # ------------------------------------------------------------------ public extras
     def fit(self, train: FeatureTable, val: FeatureTable | None = None) -> dict[str, Any]:

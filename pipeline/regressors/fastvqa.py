@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from vqa_pipe.pipeline.feature_table import SPATIAL_CLIP_MAPS, FeatureTable
-from vqa_pipe.pipeline.regressors import Regressor, RegressorError, register_regressor
+from vqa_pipe.pipeline.regressors import Param, Regressor, RegressorError, register_regressor
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,16 @@ class FastVQARegressor(Regressor):
     """FAST-VQA's VQAHead from a checkpoint over ``spatial_clip_maps``; no training."""
 
     roles = (SPATIAL_CLIP_MAPS,)
-    defaults: dict[str, Any] = {
-        "checkpoint": None,  # FAST-VQA (vqa_head.*) or DOVER (technical_head.*) checkpoint
-        "calibrate": "none",
-        "check_backbone": True,
-        "batch_size": 16,  # videos per head call
-        "threads": 1,
-    }
+    params_spec = (
+        Param("calibrate", "choice", "none", "none: FAST-VQA's raw scores; linear: a line to "
+              "the training MOS (changes RMSE only)", choices=CALIBRATIONS),
+        Param("check_backbone", "bool", True, "refuse a store whose spatial weights are not "
+              "the checkpoint's"),
+        Param("batch_size", "int", 16, "videos per head call", low=1),
+        Param("threads", "int", 1, "torch CPU threads (0: leave torch's setting)", low=0),
+    )
+    # a checkpoint path: FAST-VQA (vqa_head.*) or DOVER (technical_head.*), checked below
+    defaults: dict[str, Any] = {"checkpoint": None}
 
     def _check_params(self) -> None:
         p = self.params
@@ -70,11 +73,6 @@ class FastVQARegressor(Regressor):
                 "FAST_VQA_B_1_4.pth, or DOVER.pth for its technical head), the file the "
                 "store's spatial branch was extracted with"
             )
-        if p["calibrate"] not in CALIBRATIONS:
-            raise RegressorError(f"{self.who}: calibrate must be one of "
-                                 f"{', '.join(CALIBRATIONS)}, got {p['calibrate']!r}")
-        if int(p["batch_size"]) < 1 or int(p["threads"]) < 0:
-            raise RegressorError(f"{self.who}: batch_size must be >= 1 and threads >= 0")
 
     # ------------------------------------------------------------------ store checks
     def _store_check(self, table: FeatureTable) -> dict[str, Any]:

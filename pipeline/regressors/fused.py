@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 from vqa_pipe.pipeline.feature_table import SEQUENCE, SPATIAL_CLIP_MAPS
-from vqa_pipe.pipeline.regressors import RegressorError, register_regressor
-from vqa_pipe.pipeline.regressors._torch_training import TRAIN_DEFAULTS, TorchRegressor
+from vqa_pipe.pipeline.regressors import Param, RegressorError, register_regressor
+from vqa_pipe.pipeline.regressors._torch_training import TorchRegressor
 from vqa_pipe.pipeline.regressors.mlp import (
+    SEMANTIC_MODES,
     RegressionHead,
-    check_semantic_params,
     semantic_module,
     sequence_shape,
 )
@@ -71,23 +71,26 @@ class FusedRegressor(TorchRegressor):
 
     roles = (SEQUENCE, SPATIAL_CLIP_MAPS)
     channel_axes = {SEQUENCE: -1}
-    raw_roles = (SPATIAL_CLIP_MAPS,)
-    defaults: dict[str, Any] = {
-        **TRAIN_DEFAULTS, "hidden": 64, "semantic_hidden": 64, "semantic": "time",
-        "spatial_hidden": 64, "spatial_dropout": 0.5, "spatial_pool": "flatten",
-        "spatial_init": None, "freeze_spatial": False,
-    }
+    unscaled_roles = (SPATIAL_CLIP_MAPS,)
+    params_spec = (
+        Param("hidden", "int", 64, "width of the fusion head (eq. 13)", low=1),
+        Param("semantic_hidden", "int", 64, "width of eq. 8's FC layer along time", low=1),
+        Param("semantic", "choice", "time", "eq. 8 along time per description, or flattened",
+              choices=SEMANTIC_MODES),
+        Param("spatial_hidden", "int", 64, "width of FAST-VQA's head (its Conv3d 768 -> 64)",
+              low=1),
+        Param("spatial_dropout", "float", 0.5, "dropout of FAST-VQA's head", low=0, high=1,
+              high_open=True),
+        Param("spatial_pool", "choice", "flatten", "spatial features: the head's score map "
+              "flattened (eqs. 10-11), or its mean (FAST-VQA's score)", choices=SPATIAL_POOLS),
+        Param("freeze_spatial", "bool", False, "keep the head loaded from spatial_init fixed"),
+    )
+    # a checkpoint path: not a number or a choice, checked in _check_params
+    defaults: dict[str, Any] = {"spatial_init": None}
 
     def _check_params(self) -> None:
         super()._check_params()
         p = self.params
-        check_semantic_params(p, self.who)
-        if p["spatial_pool"] not in SPATIAL_POOLS:
-            raise RegressorError(f"{self.who}: spatial_pool must be one of "
-                                 f"{', '.join(SPATIAL_POOLS)}, got {p['spatial_pool']!r}")
-        if not 0 <= float(p["spatial_dropout"]) < 1:
-            raise RegressorError(f"{self.who}: spatial_dropout must be in [0, 1), got "
-                                 f"{p['spatial_dropout']}")
         if p["freeze_spatial"] and not p["spatial_init"]:
             raise RegressorError(f"{self.who}: freeze_spatial needs spatial_init=FILE (a "
                                  "FAST-VQA or DOVER checkpoint); a random head would stay random")

@@ -1,4 +1,10 @@
-"""``gru``: a VSFA-style temporal model (Li et al., ACM MM 2019).
+"""``gru``: a VSFA-style temporal model (Li et al., ACM MM 2019), the fast variant.
+
+This is not VSFA's exact recipe (that is ``vsfa``): it reads the T x 2r map resampled to a
+fixed T (16 frames by default) rather than every frame, reduces to 64 rather than 128, pools
+over tau = 4 rather than 12 frames, and trains like the other heads (mono+lin loss, AdamW
+1e-3, cosine decay, 60 epochs) rather than L1 / Adam 1e-5 / 2000 epochs. It trains in
+seconds where ``vsfa`` takes minutes to hours.
 
 Per-frame features (the T x 2r semantic map) are reduced by a linear layer, passed
 through a GRU, turned into per-frame scores, and pooled over time. ``pooling="vsfa"`` is
@@ -16,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from vqa_pipe.pipeline.feature_table import SEQUENCE
-from vqa_pipe.pipeline.regressors import RegressorError, register_regressor
-from vqa_pipe.pipeline.regressors._torch_training import TRAIN_DEFAULTS, TorchRegressor
+from vqa_pipe.pipeline.regressors import Param, register_regressor
+from vqa_pipe.pipeline.regressors._torch_training import TorchRegressor
 from vqa_pipe.pipeline.regressors.mlp import sequence_shape
 
 POOLINGS = ("vsfa", "mean")
@@ -61,21 +67,19 @@ class GRUNet(nn.Module):
 
 @register_regressor("gru")
 class GRURegressor(TorchRegressor):
-    """VSFA-style: reduce, GRU, per-frame scores, temporal pooling."""
+    """VSFA-style, the fast variant: reduce, GRU, per-frame scores, temporal pooling."""
 
     roles = (SEQUENCE,)
     channel_axes = {SEQUENCE: -1}
-    defaults = {**TRAIN_DEFAULTS, "reduced": 64, "hidden": 32, "pooling": "vsfa", "tau": 4,
-                "gamma": 0.5}
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self.params["pooling"] not in POOLINGS:
-            raise RegressorError(
-                f"gru pooling must be one of {', '.join(POOLINGS)}, got {self.params['pooling']!r}"
-            )
-        if int(self.params["tau"]) < 1:
-            raise RegressorError(f"gru tau must be >= 1, got {self.params['tau']}")
+    params_spec = (
+        Param("reduced", "int", 64, "width of the linear reduction before the GRU", low=1),
+        Param("hidden", "int", 32, "GRU hidden size", low=1),
+        Param("pooling", "choice", "vsfa", "temporal pooling of the frame scores",
+              choices=POOLINGS),
+        Param("tau", "int", 4, "window of VSFA's temporal pooling, in frames", low=1),
+        Param("gamma", "float", 0.5, "weight of the current-quality term in VSFA's pooling",
+              low=0, high=1),
+    )
 
     def build(self, shapes: Mapping[str, list[int]]) -> nn.Module:
         _, n_scores = sequence_shape(shapes, self.who)

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 from torch import nn
 from vqa_pipe.pipeline.feature_table import SEQUENCE
-from vqa_pipe.pipeline.regressors import RegressorError, register_regressor
-from vqa_pipe.pipeline.regressors._torch_training import TRAIN_DEFAULTS, TorchRegressor
+from vqa_pipe.pipeline.regressors import Param, RegressorError, register_regressor
+from vqa_pipe.pipeline.regressors._torch_training import TorchRegressor
 
 SEMANTIC_MODES = ("time", "flatten")
 
@@ -96,26 +96,19 @@ def sequence_shape(shapes: Mapping[str, list[int]], who: str) -> tuple[int, int]
     return int(shape[0]), int(shape[1])
 
 
-def check_semantic_params(params: Mapping, who: str) -> None:
-    if params["semantic"] not in SEMANTIC_MODES:
-        raise RegressorError(f"{who}: semantic must be one of {', '.join(SEMANTIC_MODES)}, "
-                             f"got {params['semantic']!r}")
-    for key in ("hidden", "semantic_hidden"):
-        if int(params[key]) < 1:
-            raise RegressorError(f"{who}: {key} must be >= 1, got {params[key]}")
-
-
 @register_regressor("mlp")
 class MLPRegressor(TorchRegressor):
     """CLiF-VQA semantic MLP (eq. 8) over the per-frame CLIP prompt scores, then FC-GELU-FC."""
 
     roles = (SEQUENCE,)
     channel_axes = {SEQUENCE: -1}
-    defaults = {**TRAIN_DEFAULTS, "hidden": 128, "semantic_hidden": 64, "semantic": "time"}
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        check_semantic_params(self.params, self.who)
+    params_spec = (
+        Param("hidden", "int", 128, "width of the regression head", low=1),
+        Param("semantic_hidden", "int", 64, "width of eq. 8's FC layer along time", low=1),
+        Param("semantic", "choice", "time", "eq. 8 along time per description (the paper), "
+              "or FC over the flattened T x 2r map (the earlier variant)",
+              choices=SEMANTIC_MODES),
+    )
 
     def build(self, shapes: Mapping[str, list[int]]) -> nn.Module:
         n_frames, n_scores = sequence_shape(shapes, self.who)

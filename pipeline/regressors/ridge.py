@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from vqa_pipe.pipeline.feature_table import FLAT
 from vqa_pipe.pipeline.regressors import (
+    Param,
     Regressor,
     RegressorError,
     Standardizer,
@@ -35,19 +36,14 @@ class RidgeRegressor(Regressor):
 
     roles = (FLAT,)
     single_thread_blas = True
-    defaults = {
-        "alpha": None,  # fixed penalty: skip the search
-        "log10_alpha": [-3, 4],
-        "n_alphas": 29,
-        "refit_on_val": True,
-    }
-
-    def _check_params(self) -> None:
-        p = self.params
-        if p["alpha"] is not None and float(p["alpha"]) < 0:
-            raise RegressorError(f"ridge alpha must be >= 0, got {p['alpha']}")
-        if int(p["n_alphas"]) < 1:
-            raise RegressorError(f"ridge n_alphas must be >= 1, got {p['n_alphas']}")
+    params_spec = (
+        Param("alpha", "float", None, "fixed penalty", low=0, nullable=True,
+              null_means="chosen on validation"),
+        Param("log10_alpha", "range", [-3, 4], "log10 range of the penalties tried",
+              low=-12, high=12),
+        Param("n_alphas", "int", 29, "penalties tried (log-spaced)", low=1),
+        Param("refit_on_val", "bool", True, "refit the chosen penalty on train + validation"),
+    )
 
     def _fit(self, inputs, y_unit, val_inputs, y_val_unit) -> dict[str, Any]:
         p = self.params

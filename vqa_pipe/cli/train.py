@@ -6,16 +6,8 @@ from pathlib import Path
 
 import click
 
-from vqa_pipe.cli.options import LazyChoice, dataset_options
-
-PROTOCOLS = ("random", "konvid", "official", "cross")
-NAN_POLICIES = ("drop", "error", "zero", "mean")
-
-
-def _regressor_names() -> list[str]:
-    from vqa_pipe.pipeline.regressors import list_regressors
-
-    return list_regressors()
+from vqa_pipe.cli.options import dataset_options, options_from
+from vqa_pipe.stages.train import TrainOptions
 
 
 def _parse_params(ctx, param, values) -> dict:
@@ -68,11 +60,6 @@ def _parse_lists(ctx, param, values) -> dict:
     return out
 
 
-def _parse_branches(ctx, param, value):
-    if not value:
-        return None
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    return tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
 
 
 def _parse_tests(ctx, param, values) -> list:
@@ -93,85 +80,63 @@ def _parse_tests(ctx, param, values) -> list:
 
 @click.command("train")
 @dataset_options()
-@click.option("--regressor", type=LazyChoice(_regressor_names), default="svr", show_default=True,
-              help="Regressor from the registry.")
+@options_from(TrainOptions)
 @click.option("--param", multiple=True, callback=_parse_params, metavar="KEY=VALUE",
-              help="Regressor parameter (repeatable; VALUE read as JSON if it parses).")
+              help="Regressor parameter (repeatable; VALUE read as JSON if it parses). "
+                   "`vqa-pipe regressors NAME` lists them.")
 @click.option("--param-file", metavar="FILE[:KEY.PATH]",
               help="Regressor parameters from a YAML mapping, e.g. params.yaml:regressor.svr "
                    "(what dvc.yaml uses); --param entries win over it.")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="random", show_default=True,
-              help="random splits, KoNViD permutations, official lists, or cross-dataset only.")
-@click.option("--splits", default=10, show_default=True, type=click.IntRange(1),
-              help="Number of splits (seeds for 'official' and 'cross').")
-@click.option("--test-ratio", default=0.2, show_default=True, type=click.FloatRange(0, 1),
-              help="Test share of each random split.")
-@click.option("--val-ratio", default=0.2, show_default=True, type=click.FloatRange(0, 1),
-              help="Validation share carved from training (choices are made on it).")
-@click.option("--seed", default=0, show_default=True, type=int, help="First split seed.")
-@click.option("--konvid-info", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="KoNViD-1kinfo.mat (protocol konvid).")
-@click.option("--split-start", default=0, show_default=True, type=click.IntRange(0),
-              help="First KoNViD permutation to use.")
 @click.option("--official-list", multiple=True, callback=_parse_lists, metavar="NAME=FILE",
               help="For protocol official: train=... and test sets, e.g. "
                    "test=labels_test.txt test-1080p=labels_1080p.txt.")
-@click.option("--allow-missing", is_flag=True,
-              help="Leave out split-file videos that have no features (they are counted).")
 @click.option("--test", multiple=True, callback=_parse_tests, metavar="NAME[=STORE,MANIFEST]",
               help="Another dataset to test every model on (repeatable).")
-@click.option("--branches", callback=_parse_branches,
-              help="Store branches pooled into flat features, comma-separated (default: all in "
-                   "the store), e.g. semantic,videval for the 'CNN+VIDEVAL' rows.")
-@click.option("--frames", default=16, show_default=True, type=click.IntRange(1),
-              help="T: frames per video after resampling (mlp, gru, fused).")
-@click.option("--clip-frames", default=32, show_default=True, type=click.IntRange(1),
-              help="T of the CLIPVQA head's frame roles: frames picked per video by TSN "
-                   "(clipvqa).")
-@click.option("--nan-policy", type=click.Choice(NAN_POLICIES), default="drop",
-              show_default=True,
-              help="Videos with NaN features: drop (counted), error, impute zero, or impute the "
-                   "training mean.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
-              help="Splits trained in parallel worker processes.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (default runs/<dataset>/<regressor>).")
-@click.option("--save-models/--no-save-models", default=True, show_default=True,
-              help="Save each split's model in the run folder.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
-def train(dataset, manifest, store, regressor, param, param_file, protocol, splits, test_ratio,
-          val_ratio, seed, konvid_info, split_start, official_list, allow_missing, test, branches,
-          frames, clip_frames, nan_policy, jobs, out, save_models, progress):
+def train(dataset, manifest, store, param, param_file, official_list, test, out, progress,
+          **values):
     """Stage two: train a regressor on cached features and evaluate it under the protocol.
 
     Writes the run folder: config.json, splits.json, metrics.json (median and spread over
     splits), predictions.csv, summary.txt, scatter plots and models/<split>/.
     """
-    from vqa_pipe.pipeline.feature_table import TableSpec
     from vqa_pipe.pipeline.layout import Layout, resolve_dataset
-    from vqa_pipe.stages.train import DatasetRef, TrainOptions, run_train
+    from vqa_pipe.stages.train import DatasetRef, run_train
 
     paths = resolve_dataset(dataset, manifest, store)
-    out = out or Layout().run(paths.name, regressor)
     params = {**(params_from_file(param_file) if param_file else {}), **param}
-    opts = TrainOptions(
-        regressor=regressor, params=params, protocol=protocol, n_splits=splits,
-        test_ratio=test_ratio, val_ratio=val_ratio, seed=seed, konvid_info=konvid_info,
-        split_start=split_start, official_lists=official_list, allow_missing=allow_missing,
-        spec=TableSpec(flat_branches=branches, n_frames=frames, nan_policy=nan_policy,
-                       clip_frames=clip_frames),
-        jobs=jobs, save_models=save_models,
-    )
+    opts = TrainOptions(**values, params=params, official_lists=official_list)
+    out = out or Layout().run(paths.name, opts.regressor)
     refs = [DatasetRef(store=t.store, manifest=t.manifest, name=t.name) for t in test]
     result = run_train(DatasetRef(store=paths.store, manifest=paths.manifest, name=paths.name),
                        out, opts, refs, progress=progress)
-    click.echo(f"{regressor} on {paths.name}, protocol {protocol}, {len(result.fit_info)} "
-               f"splits, {result.seconds:.1f} s")
+    click.echo(f"{opts.regressor} on {paths.name}, protocol {opts.protocol}, "
+               f"{len(result.fit_info)} splits, {result.seconds:.1f} s")
     click.echo(result.summary_text())
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"run folder: {out}")
+
+
+@click.command("regressors")
+@click.argument("name", required=False)
+def regressors(name):
+    """List the regressors, or one regressor's parameters (name, valid values, default)."""
+    from vqa_pipe.pipeline.regressors import describe_params, get_regressor, list_regressors
+
+    if name:
+        cls = get_regressor(name)
+        click.echo(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        click.echo(f"reads: {', '.join(cls.roles)}")
+        for line in describe_params(name):
+            click.echo(f"  {line}")
+        return
+    for regressor in list_regressors():
+        cls = get_regressor(regressor)
+        click.echo(f"{regressor:10s} {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
 @click.command("evaluate")
@@ -210,4 +175,4 @@ def evaluate(run_dir, dataset, manifest, store, predictions, out, progress):
         click.echo(f"written to {out}")
 
 
-COMMANDS = [train, evaluate]
+COMMANDS = [train, evaluate, regressors]
