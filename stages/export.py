@@ -445,8 +445,8 @@ def model_card(bundle: ModelBundle) -> str:
         "",
         f"- The test metrics above are within {t['dataset']}; on other kinds of video (other "
         "content, resolutions, distortions) expect lower correlation.",
-        f"- Scores are on {t['mos_scale']} as {t['dataset']}'s raters used it; they can fall "
-        "outside the scale's range for videos unlike the training set.",
+        f"- Scores are on {t['dataset']}'s MOS scale ({t['mos_scale']}); they can fall outside "
+        "its range for videos unlike the training set.",
     ]
     for note in t.get("notes") or []:
         lines.append(f"- Training data: {note}.")

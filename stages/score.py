@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -123,7 +124,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[ScoreInput]:
         raise ScoreError("give at least one video, folder or manifest CSV to score")
     named: list[ScoreInput] = []
     loose: list[tuple[Path, int]] = []  # (path, minimum number of path parts in its id)
-    seen: set[Path] = set()
+    seen: set[str] = set()  # absolute paths (links are not followed: two names, two videos)
     for text in inputs:
         path = Path(text)
         if path.is_dir():
@@ -134,19 +135,19 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[ScoreInput]:
                     f"folder {path} holds no video files ({', '.join(VIDEO_EXTENSIONS[:6])} …)"
                 )
             for p in found:
-                if p.resolve() not in seen:
-                    seen.add(p.resolve())
+                if os.path.abspath(p) not in seen:
+                    seen.add(os.path.abspath(p))
                     loose.append((p, len(p.relative_to(path).parts)))
         elif path.suffix.lower() == ".csv":
             for row in read_manifest(path):
-                if row.path.resolve() not in seen:
-                    seen.add(row.path.resolve())
+                if os.path.abspath(row.path) not in seen:
+                    seen.add(os.path.abspath(row.path))
                     named.append(ScoreInput(row.video_id, row.path, row.mos, row.mos_scale))
         else:
             if path.exists() and not path.is_file():
                 raise ScoreError(f"{path} is neither a video file, a folder nor a manifest CSV")
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
+            if os.path.abspath(path) not in seen:
+                seen.add(os.path.abspath(path))
                 loose.append((path, 1))
     taken = {item.video_id for item in named}
     if len(taken) != len(named):
@@ -523,7 +524,6 @@ def run_score(
     from vqa_pipe.pipeline.device import resolve_device
     from vqa_pipe.pipeline.progress import progress_bar
     from vqa_pipe.pipeline.store import FeatureStore
-    from vqa_pipe.pipeline.weights import RANDOM_WEIGHTS_BANNER
     from vqa_pipe.stages.extract import ExtractOptions, extract
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -547,8 +547,6 @@ def run_score(
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(run.device)
     branches = scorer.build("cpu" if (run.workers or run.scheduler) else device)
-    if scorer.random_weights:
-        log(RANDOM_WEIGHTS_BANNER)
     log(f"scoring {len(items)} videos with {scorer.describe()}")
     manifest, redo, files = _prepare_cache(store_path, items)
     run = replace(run, branches=tuple(scorer.branch_names), redo=tuple(redo),
