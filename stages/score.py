@@ -539,6 +539,13 @@ def run_score(
         if model_dir is None:
             raise ScoreError("give a model bundle folder first (vqa-pipe export RUN_DIR makes "
                              "one), or --zero-shot")
+        from vqa_pipe.pipeline.bundle import is_bundle
+
+        if not is_bundle(model_dir) and (Path(model_dir).is_file() or _is_video(Path(model_dir))):
+            raise ScoreError(
+                f"{model_dir} is a video, not a model bundle: give a bundle folder first "
+                "(vqa-pipe export RUN_DIR makes one), or --zero-shot to score without a model"
+            )
         scorer = _BundleScorer(model_dir, options, run.random_weights)
         name = scorer.name
     items = collect_inputs(inputs)
@@ -549,8 +556,11 @@ def run_score(
     branches = scorer.build("cpu" if (run.workers or run.scheduler) else device)
     log(f"scoring {len(items)} videos with {scorer.describe()}")
     manifest, redo, files = _prepare_cache(store_path, items)
+    part_size = run.part_size
+    if (store_path / "zarr.json").is_file():  # the cache keeps the part size it was made with
+        part_size = FeatureStore.open(store_path).part_size
     run = replace(run, branches=tuple(scorer.branch_names), redo=tuple(redo),
-                  on_config_change="error", limit=None)
+                  on_config_change="error", limit=None, part_size=part_size)
     summary = extract(manifest, store_path, run, scorer.branch_options, branches=branches,
                       log=log)
     store_path.with_suffix(".files.json").write_text(json.dumps(files, indent=1) + "\n")

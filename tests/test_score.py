@@ -171,6 +171,8 @@ def test_a_random_weights_bundle_needs_the_flag(bundle, tiny_video, tmp_path):
                                        "--out", str(tmp_path / "o"), "--no-progress"])
     assert result.exit_code == 1
     assert "RANDOM" in result.output and "--random-weights" in result.output
+    forgot = CliRunner().invoke(main, ["score", str(tiny_video), str(tiny_video)])
+    assert forgot.exit_code == 1 and "--zero-shot" in forgot.output
 
 
 def test_scoring_the_training_videos_reproduces_the_run(project, tmp_path):
