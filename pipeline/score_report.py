@@ -40,6 +40,7 @@ class Bars:
     values: list[float]
     centre: float = 0.0  # bars grow from here (0.5 for probabilities)
     fmt: str = "{:+.2f}"
+    signed_colours: bool = True  # green above the centre, red below; else one neutral colour
 
 
 @dataclass
@@ -177,7 +178,8 @@ def _draw_bars(ax, bars: Bars) -> None:
     labels = list(bars.labels)[::-1]
     values = np.asarray(bars.values, dtype=float)[::-1]
     width = values - bars.centre
-    colours = ["#2e7d32" if v >= 0 else "#c62828" for v in width]
+    colours = (["#2e7d32" if v >= 0 else "#c62828" for v in width] if bars.signed_colours
+               else ["#1f77b4"] * len(width))
     ax.barh(range(len(labels)), width, left=bars.centre, color=colours, height=0.6)
     ax.axvline(bars.centre, color="0.3", lw=0.8)
     ax.set_yticks(range(len(labels)))

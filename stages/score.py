@@ -554,7 +554,7 @@ def run_score(
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(run.device)
     branches = scorer.build("cpu" if (run.workers or run.scheduler) else device)
-    log(f"scoring {len(items)} videos with {scorer.describe()}")
+    log(f"scoring {len(items)} video{'s' if len(items) != 1 else ''} with {scorer.describe()}")
     manifest, redo, files = _prepare_cache(store_path, items)
     part_size = run.part_size
     if (store_path / "zarr.json").is_file():  # the cache keeps the part size it was made with
@@ -820,7 +820,7 @@ def _bars(exp: VideoExplanation, zero: bool):
         items = exp.deviations
         return Bars("CLIP attributes: P(first) vs its antonym",
                     [d["description"] for d in items], [d["probability"] for d in items],
-                    centre=0.5, fmt="{:.2f}")
+                    centre=0.5, fmt="{:.2f}", signed_colours=False)
     if exp.contributions:
         items = exp.top_contributions(8)
         exact = "exact, linear model" if exp.exact else "occlusion to the training mean"

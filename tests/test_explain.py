@@ -160,3 +160,27 @@ def test_zero_shot_scoring_matches_clip_iqa():
     first_of_each_pair = scores[:, : prompts.r][:, 0::2]
     np.testing.assert_allclose(first_of_each_pair, ref["probs"], rtol=0, atol=2e-6)
     assert np.ptp(ref["probs"]) > 0.5  # the reference is not a degenerate all-0.5 output
+
+
+@pytest.mark.parametrize("branch, options", [
+    ("semantic", dict(clip_model="vqa-tiny-clip", grid="2x3", window_fit="cover",
+                      softmax="pairs", fps="all", max_frames=5)),
+    ("spatial", dict(spatial_clips=2, spatial_output="pooled", spatial_samplings=2,
+                     spatial_seed=3)),
+])
+def test_a_recorded_branch_configuration_rebuilds_the_same_branch(branch, options, tmp_path):
+    """What export records is enough to build the branch again, setting for setting."""
+    from vqa_pipe.pipeline.branches import build_branches
+    from vqa_pipe.pipeline.bundle import branch_build_options, config_differences
+
+    (built,) = build_branches([branch], random_weights=True, **options)
+    config = json.loads(json.dumps(built.config()))
+    prompts = None
+    if branch == "semantic":
+        prompts = tmp_path / "p.json"
+        prompts.write_text(json.dumps(prompt_spec_from_config(config)))
+    again = branch_build_options(branch, config, prompts_file=prompts)
+    (rebuilt,) = build_branches([branch], random_weights=True, **again)
+    assert config_differences(config, json.loads(json.dumps(rebuilt.config()))) == []
+    with pytest.raises(BundleError, match="cannot extract"):
+        branch_build_options("videval", {})
