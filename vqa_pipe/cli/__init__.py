@@ -87,7 +87,7 @@ def _check_section(section: object, command: click.Command, where: str) -> dict:
     return keys
 
 
-COMMAND_MODULES = ("manifest", "extract", "demo", "features", "train", "report")
+COMMAND_MODULES = ("manifest", "extract", "demo", "features", "train", "report", "score")
 
 
 def _register() -> None:

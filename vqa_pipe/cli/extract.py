@@ -88,15 +88,24 @@ def resolve_store(text: str) -> Path:
 
 
 @click.command("inspect")
-@click.argument("store")
+@click.argument("store", metavar="STORE|MODEL_DIR")
 @click.option(
     "--failed/--no-failed", default=True, show_default=True, help="List failed videos with reasons."
 )
 def inspect(store: str, failed: bool):
-    """Print a feature store's configuration, counts and array shapes.
+    """Print a feature store's configuration, counts and array shapes, or a model bundle's
+    model, features, training data and metrics.
 
-    STORE is a store folder or a dataset name (features/<name>.zarr).
+    STORE is a store folder or a dataset name (features/<name>.zarr); MODEL_DIR is a bundle
+    folder made by `vqa-pipe export`.
     """
+    from vqa_pipe.pipeline.bundle import is_bundle
+
+    if is_bundle(store):
+        from vqa_pipe.stages.export import describe_bundle
+
+        click.echo(describe_bundle(store))
+        return
     from vqa_pipe.stages.inspect import describe_store
 
     click.echo(describe_store(resolve_store(store), show_failed=failed))
