@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vqa_pipe.pipeline.branches import recorded_config
 from vqa_pipe.pipeline.errors import VqaPipeError
 
 BUNDLE_FILE = "bundle.json"
@@ -326,39 +327,32 @@ def branch_build_options(
     """Options for :func:`~vqa_pipe.pipeline.branches.build_branches` that rebuild ``branch`` as
     recorded in ``config``; ``weights`` is the checkpoint (file or tag) to load.
 
-    Only options that change the features are set; :func:`check_rebuilt` then compares the
-    built branch's whole configuration with the recorded one, so a key this mapping does not
-    know about is reported as a difference, never silently ignored.
+    The store records, with each extracted branch, the options that define its features
+    (``config["options"]``, see ``branches.recorded_config``): they are used as they are.
+    :func:`check_rebuilt` then compares the built branch's whole configuration with the
+    recorded one, so nothing can differ silently.
     """
-    if branch == "semantic":
-        sampling = config.get("sampling") or {}
-        fps = sampling.get("fps")
-        options: dict[str, Any] = {
-            "clip_model": config["model"],
-            "clip_pretrained": weights,
-            "grid": tuple(config["grid"]),
-            "window_fit": config.get("window_fit", "native"),
-            "softmax": config["softmax"],
-            "fps": "all" if fps is None else fps,
-            "max_frames": int(sampling.get("max_frames") or 0),
-        }
-        if prompts_file is not None:
-            options["prompts"] = str(prompts_file)
-        return options
-    if branch == "spatial":
-        return {
-            "swin_weights": weights,
-            "spatial_clips": int(config["n_clips"]),
-            "spatial_output": "map" if config.get("store_maps", True) else "pooled",
-            "spatial_backbone": config["model"],
-            "spatial_samplings": int(config.get("n_samplings", 1)),
-            "spatial_seed": int(config.get("seed", 0)),
-        }
-    raise BundleError(
-        f"the model was trained on '{branch}' features, which vqa-pipe score cannot extract "
-        "from videos (imported feature sets have no extractor); export a model trained on "
-        "extracted branches (semantic, spatial)"
-    )
+    from vqa_pipe.pipeline.branches import BRANCHES
+
+    if branch not in BRANCHES.names():
+        raise BundleError(
+            f"the model was trained on '{branch}' features, which vqa-pipe score cannot extract "
+            "from videos (imported feature sets have no extractor); export a model trained on "
+            "extracted branches (semantic, spatial)"
+        )
+    options = config.get("options")
+    if not isinstance(options, Mapping):
+        raise BundleError(
+            f"the '{branch}' features were extracted by a vqa-pipe that did not record their "
+            "options: extract the training set again, retrain and export"
+        )
+    options = dict(options)
+    weights_key = {"semantic": "clip_pretrained", "spatial": "swin_weights"}.get(branch)
+    if weights_key is not None:
+        options[weights_key] = weights
+    if prompts_file is not None and branch == "semantic":
+        options["prompts"] = str(prompts_file)
+    return options
 
 
 def weights_option(branch: str) -> str:
@@ -433,7 +427,7 @@ def check_rebuilt(bundle: ModelBundle, branches: Sequence[Any]) -> None:
     """
     for branch in branches:
         recorded = bundle.branch_config(branch.name)
-        rebuilt = json.loads(json.dumps(branch.config(), default=_json_default))
+        rebuilt = json.loads(json.dumps(recorded_config(branch), default=_json_default))
         old_w, new_w = recorded.get("weights") or {}, rebuilt.get("weights") or {}
         if (old_w.get("source") == "random") != (new_w.get("source") == "random"):
             raise BundleError(

@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vqa_pipe.pipeline.branches import Branch, UnionPlan, VideoFeed, check_arrays
+from vqa_pipe.pipeline.branches import (
+    Branch,
+    UnionPlan,
+    VideoFeed,
+    check_arrays,
+    recorded_config,
+)
 from vqa_pipe.pipeline.store import FeatureStore, StoreError
 
 OnVideo = Callable[[str, "str | None"], None]
@@ -254,7 +260,7 @@ def configure_store(
             shutil.rmtree(store_path)
     store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
     for branch in branches:
-        store.ensure_branch(branch.name, branch.config())
+        store.ensure_branch(branch.name, recorded_config(branch))
         for name, value in getattr(branch, "branch_arrays", dict)().items():
             store.put_branch_array(branch.name, name, value)
     return store
@@ -270,7 +276,7 @@ def check_store(
     for branch in branches:
         if branch.name in store.branches():
             old = json.loads(json.dumps(store.branch_config(branch.name)))
-            if old != json.loads(json.dumps(branch.config())):
+            if old != json.loads(json.dumps(recorded_config(branch))):
                 raise StoreError(f"{store_path} holds '{branch.name}' with another configuration")
 
 

@@ -8,6 +8,7 @@
     cross/<train>/<regressor>/<test>/            vqa-pipe evaluate, report
     reports/                                     vqa-pipe report
     models/<dataset>/<regressor>/                vqa-pipe export
+    scores/<model>/                              vqa-pipe score (scores.csv, feature cache)
     demo/<dataset>/data/                         vqa-pipe demo (the rendered clips)
 
 All paths are relative to the project folder (the current directory, where ``dvc.yaml``
@@ -67,6 +68,9 @@ class Layout:
 
     def model(self, dataset: str, regressor: str) -> Path:
         return self.root / "models" / check_name(dataset) / check_name(regressor, "regressor")
+
+    def scores(self, name: str) -> Path:
+        return self.root / "scores" / check_name(name, "model")
 
     def demo_data(self, dataset: str) -> Path:
         return self.root / "demo" / check_name(dataset) / "data"

@@ -44,6 +44,7 @@ def option(
     show: str | None = None,
     cli: bool = True,
     metavar: str | None = None,
+    feature: bool = True,
 ) -> Any:
     """A dataclass field that is also a command-line option.
 
@@ -56,6 +57,8 @@ def option(
         show: how the default is shown in ``--help`` (e.g. ``3x3`` for ``(3, 3)``).
         cli: False for fields the CLI does not expose.
         metavar: the placeholder in ``--help``.
+        feature: False for options that do not change what is computed (batch sizes, file
+            paths whose content is recorded otherwise): left out of :func:`feature_options`.
     """
     meta = {
         "help": help,
@@ -66,6 +69,7 @@ def option(
         "show": show,
         "cli": cli,
         "metavar": metavar,
+        "feature": feature,
     }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -185,4 +189,14 @@ def to_plain(obj: Any) -> dict[str, Any]:
     return {
         f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v
         for f in dataclasses.fields(obj)
+    }
+
+
+def feature_options(obj: Any) -> dict[str, Any]:
+    """The options of a settings dataclass that define what it computes (JSON-ready): what a
+    store records so the same features can be computed again."""
+    return {
+        name: value
+        for name, value in to_plain(obj).items()
+        if obj.__dataclass_fields__[name].metadata.get("feature", True)
     }

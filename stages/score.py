@@ -32,7 +32,6 @@ any open_clip model (ViT-B-32 by default).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -454,56 +453,35 @@ class _BundleScorer(_Scorer):
 
 
 # --------------------------------------------------------------------------- the cache
-def _signature(path: Path) -> dict | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _prepare_cache(store_path: Path, items: list[ScoreInput]) -> tuple[Path, list[str], dict]:
-    """Write the cache's manifest (earlier videos first, then new ones) and find the cached
-    videos whose file changed since they were extracted."""
+def _prepare_cache(store_path: Path, items: list[ScoreInput]) -> Path:
+    """Write the cache's manifest: earlier videos first, then new ones (the store's prefix
+    rule). A video given again under the same id with a new file is extracted again by
+    ``extract`` itself, which compares the files' fingerprints."""
     from vqa_pipe.pipeline.manifest import ManifestRow, read_manifest, write_manifest
-    from vqa_pipe.pipeline.store import FeatureStore
 
     manifest = store_path.with_suffix(".csv")
-    files_path = store_path.with_suffix(".files.json")
-    has_store = (store_path / "zarr.json").is_file()
-    if has_store and not manifest.is_file():
+    if (store_path / "zarr.json").is_file() and not manifest.is_file():
         raise ScoreError(
             f"{store_path} is not a score cache ({manifest.name} is missing beside it); give "
             "another --store or --out"
         )
     prior = read_manifest(manifest) if manifest.is_file() else []
-    files = json.loads(files_path.read_text()) if files_path.is_file() else {}
-    in_store = set(FeatureStore.open(store_path).video_ids) if has_store else set()
     order = [r.video_id for r in prior]
     paths = {r.video_id: r.path for r in prior}
-    redo = []
     for item in items:
-        sig = _signature(item.path)
-        if item.video_id in paths:
-            changed = Path(paths[item.video_id]).resolve() != item.path.resolve()
-            old = files.get(item.video_id)
-            changed = changed or (old is not None and sig is not None and old != sig)
-            if changed and item.video_id in in_store:
-                redo.append(item.video_id)
-        else:
+        if item.video_id not in paths:
             order.append(item.video_id)
         paths[item.video_id] = item.path
-        files[item.video_id] = sig
     write_manifest([ManifestRow(v, paths[v], None, None) for v in order], manifest)
-    return manifest, redo, files
+    return manifest
 
 
 # --------------------------------------------------------------------------- the run
 def default_out(name: str) -> Path:
-    """``scores/<model name>``."""
-    from vqa_pipe.pipeline.layout import check_name
+    """``scores/<model name>`` (``pipeline.layout``)."""
+    from vqa_pipe.pipeline.layout import Layout
 
-    return Path("scores") / check_name(re.sub(r"[^A-Za-z0-9_.-]+", "_", name), "model")
+    return Layout().scores(re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
 
 
 def run_score(
@@ -555,15 +533,17 @@ def run_score(
     device = resolve_device(run.device)
     branches = scorer.build("cpu" if (run.workers or run.scheduler) else device)
     log(f"scoring {len(items)} video{'s' if len(items) != 1 else ''} with {scorer.describe()}")
-    manifest, redo, files = _prepare_cache(store_path, items)
+    manifest = _prepare_cache(store_path, items)
     part_size = run.part_size
     if (store_path / "zarr.json").is_file():  # the cache keeps the part size it was made with
         part_size = FeatureStore.open(store_path).part_size
-    run = replace(run, branches=tuple(scorer.branch_names), redo=tuple(redo),
-                  on_config_change="error", limit=None, part_size=part_size)
+    # The default cache is score's own: a model with other features replaces it. A store given
+    # with --store may be someone's extraction: it is never replaced, a mismatch is refused.
+    run = replace(run, branches=tuple(scorer.branch_names), redo=(),
+                  on_config_change="error" if options.store else "replace", limit=None,
+                  part_size=part_size)
     summary = extract(manifest, store_path, run, scorer.branch_options, branches=branches,
                       log=log)
-    store_path.with_suffix(".files.json").write_text(json.dumps(files, indent=1) + "\n")
 
     store = FeatureStore.open(store_path)
     status = {b: store.status(b) for b in scorer.branch_names}

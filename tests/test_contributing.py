@@ -77,7 +77,7 @@ def test_extraction_branch(tmp_path, tiny_video):
         colour = store.read("colour", "colour")["tiny"]
         assert colour.shape[1] == 6 and len(colour) >= 10  # a 10 s clip at 2 frames/s
         assert np.all((colour >= 0) & (colour <= 255)) and colour[:, 3:].max() > 0
-        assert store.branch_config("colour") == {"fps": 2.0}
+        assert store.branch_config("colour") == {"fps": 2.0, "options": {"colour_fps": 2.0}}
         with pytest.raises(Exception, match="colour_fps"):
             build_branches(["colour"], colour_fps=0)
     finally:

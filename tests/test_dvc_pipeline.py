@@ -52,6 +52,7 @@ def tiny_project(tmp_path) -> Path:
     params["demo_sets"] = {"demo": {"first_scene": 0, "scenes": 2}}
     params["data"] = {"demo": params["data"]["demo"]}
     params["train"]["splits"] = 3
+    params["showcase"] = {"dataset": "demo", "regressor": "ridge", "scores": "demo"}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], project)
     _run(["git", "add", "-A"], project)
@@ -64,7 +65,7 @@ def test_repro_then_only_touched_stages_rerun(tiny_project):
     first = _run(["dvc", "repro"], tiny_project)
     assert _ran(first) == {
         "demo@demo", "manifest@demo", "extract@demo", "train@demo-svr",
-        "train@demo-ridge", "report",
+        "train@demo-ridge", "report", "export", "score",
     }
     metrics = json.loads((tiny_project / "reports" / "metrics.json").read_text())
     assert metrics["random_weights"] is True
@@ -76,6 +77,9 @@ def test_repro_then_only_touched_stages_rerun(tiny_project):
     assert any("RANDOM WEIGHTS" in note for note in run_metrics["notes"])
     assert "RANDOM WEIGHTS" in (tiny_project / "runs/demo/svr/summary.txt").read_text()
     assert "up to date" in _run(["dvc", "status"], tiny_project)
+    scores = (tiny_project / "scores" / "demo" / "scores.csv").read_text().splitlines()
+    assert len(scores) == 1 + 32 and "RANDOM WEIGHTS" in (
+        tiny_project / "reports" / "score_demo" / "index.html").read_text()
 
     # change one regressor setting: only its training and the evaluation rerun
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
@@ -84,7 +88,7 @@ def test_repro_then_only_touched_stages_rerun(tiny_project):
     status = _run(["dvc", "status"], tiny_project)
     assert "train@demo-svr" in status and "extract@demo" not in status
     second = _run(["dvc", "repro"], tiny_project)
-    assert _ran(second) == {"train@demo-svr", "report"}
+    assert _ran(second) == {"train@demo-svr", "report"}  # export/score use ridge
     assert json.loads((tiny_project / "runs/demo/svr/metrics.json").read_text())["params"][
         "epsilon"
     ] == 0.2
@@ -94,7 +98,8 @@ def test_repro_then_only_touched_stages_rerun(tiny_project):
     params["extract"]["grid"] = "2x2"
     (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     again = _run(["dvc", "repro"], tiny_project)
-    assert _ran(again) == {"extract@demo", "train@demo-svr", "train@demo-ridge", "report"}
+    assert _ran(again) == {"extract@demo", "train@demo-svr", "train@demo-ridge", "report",
+                           "export", "score"}
     assert "replacing features/demo.zarr" in again
     from vqa_pipe.pipeline.store import FeatureStore
 

@@ -170,17 +170,19 @@ def test_zero_shot_scoring_matches_clip_iqa():
 ])
 def test_a_recorded_branch_configuration_rebuilds_the_same_branch(branch, options, tmp_path):
     """What export records is enough to build the branch again, setting for setting."""
-    from vqa_pipe.pipeline.branches import build_branches
+    from vqa_pipe.pipeline.branches import build_branches, recorded_config
     from vqa_pipe.pipeline.bundle import branch_build_options, config_differences
 
     (built,) = build_branches([branch], random_weights=True, **options)
-    config = json.loads(json.dumps(built.config()))
+    config = json.loads(json.dumps(recorded_config(built)))  # what the store records
     prompts = None
     if branch == "semantic":
         prompts = tmp_path / "p.json"
         prompts.write_text(json.dumps(prompt_spec_from_config(config)))
     again = branch_build_options(branch, config, prompts_file=prompts)
     (rebuilt,) = build_branches([branch], random_weights=True, **again)
-    assert config_differences(config, json.loads(json.dumps(rebuilt.config()))) == []
+    assert config_differences(config, json.loads(json.dumps(recorded_config(rebuilt)))) == []
     with pytest.raises(BundleError, match="cannot extract"):
         branch_build_options("videval", {})
+    with pytest.raises(BundleError, match="did not record their options"):
+        branch_build_options(branch, {k: v for k, v in config.items() if k != "options"})

@@ -42,7 +42,7 @@ def _train(layout: Layout, manifest: Path, name: str, **branch_options) -> Path:
     run_extract(manifest, store, branches, progress=False, log=_quiet)
     run_dir = layout.run(name, "ridge")
     run_train(DatasetRef(store=store, manifest=manifest, name=name), run_dir,
-              TrainOptions(regressor="ridge", n_splits=2, test_ratio=0.3))
+              TrainOptions(regressor="ridge", splits=2, test_ratio=0.3))
     return run_dir
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from vqa_pipe.pipeline.options import OptionError, pick, unknown_keys
+from vqa_pipe.pipeline.options import OptionError, feature_options, pick, unknown_keys
 from vqa_pipe.pipeline.registry import Registry
 
 
@@ -108,7 +108,24 @@ def build_branches(
     if unknown:
         raise OptionError(f"unknown branch option(s) {', '.join(unknown)}")
     context = BuildContext(device=device, random_weights=random_weights)
-    return [spec.build(spec.options(**pick(spec.options, options)), context) for spec in specs]
+    built = []
+    for spec in specs:
+        settings = spec.options(**pick(spec.options, options))
+        branch = spec.build(settings, context)
+        branch.build_options = feature_options(settings)
+        built.append(branch)
+    return built
+
+
+def recorded_config(branch: Branch) -> dict:
+    """What a store records for a branch: its configuration plus, when it was built from
+    declared options, those that define its features (``options``), so that the same branch
+    can be built again (``vqa-pipe score`` does, from a model bundle)."""
+    config = dict(branch.config())
+    options = getattr(branch, "build_options", None)
+    if options is not None:
+        config["options"] = dict(options)
+    return config
 
 
 @dataclass(frozen=True)

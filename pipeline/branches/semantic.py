@@ -67,12 +67,14 @@ class SemanticOptions:
         None,
         "CLIP weights: an open_clip tag in the local cache, a checkpoint file, or a model folder "
         "with open_clip_config.json.",
+        feature=False,  # the weights' identity (sha256) is recorded instead of the path
     )
     clip_activation: str = option(
         "auto",
         "Activation the CLIP weights were trained with; auto reads it from the model name, tag "
         "or open_clip_config.json and refuses a bare file it cannot tell.",
         choices=tuple(ACTIVATIONS),
+        feature=False,  # the resolved quick_gelu is recorded
     )
     views: tuple[str, ...] = option(
         ("windows",),
@@ -95,7 +97,9 @@ class SemanticOptions:
         "antonym pair (CLIP-IQA).",
         choices=SOFTMAX_MODES,
     )
-    prompts: str = option("default", "'default' or a prompt JSON file.")
+    prompts: str = option(
+        "default", "'default' or a prompt JSON file.", feature=False  # its texts are recorded
+    )
     fps: float | None = option(2.0, "Frames sampled per second, or 'all'.", parse=parse_fps,
                                show="2")
     max_frames: int = option(64, "Cap on sampled frames per video (0: none).", min=0)
@@ -114,7 +118,7 @@ class SemanticOptions:
         "model's own.",
         choices=FRAME_NORMS,
     )
-    batch_windows: int = option(288, "Windows per CLIP batch.", min=1)
+    batch_windows: int = option(288, "Windows per CLIP batch.", min=1, feature=False)
 
     def __post_init__(self) -> None:
         check_fields(self)

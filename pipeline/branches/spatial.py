@@ -25,6 +25,7 @@ class SpatialOptions:
         None,
         "Video Swin Tiny checkpoint: torchvision Kinetics-400, FAST-VQA or DOVER.",
         metavar="FILE",
+        feature=False,  # the weights' identity (sha256) is recorded instead of the path
     )
     spatial_clips: int = option(4, "Fragment clips per video.", min=1)
     spatial_output: str = option(

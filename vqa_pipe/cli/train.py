@@ -94,10 +94,13 @@ def _parse_tests(ctx, param, values) -> list:
               help="Another dataset to test every model on (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (default runs/<dataset>/<regressor>).")
+@click.option("--final/--no-final", default=False, show_default=True,
+              help="Also fit one model on all labelled videos (validation carved at random for "
+                   "the choices that need one) into RUN_DIR/final, for `vqa-pipe export`.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
-def train(dataset, manifest, store, param, param_file, official_list, test, out, progress,
-          **values):
+def train(dataset, manifest, store, param, param_file, official_list, test, out, final,
+          progress, **values):
     """Stage two: train a regressor on cached features and evaluate it under the protocol.
 
     Writes the run folder: config.json, splits.json, metrics.json (median and spread over
@@ -118,6 +121,10 @@ def train(dataset, manifest, store, param, param_file, official_list, test, out,
     click.echo(result.summary_text())
     for note in result.notes:
         click.echo(f"note: {note}")
+    if final:
+        from vqa_pipe.stages.export import fit_final
+
+        click.echo(f"final model: {fit_final(out, log=lambda m: click.echo(m, err=True))}")
     click.echo(f"run folder: {out}")
 
 
