@@ -104,19 +104,30 @@ def _run(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _train(folder: Path) -> dict:
-    out_dir = folder / "run"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    t0 = time.perf_counter()
-    ru0 = os.times()
-    subprocess.run(
-        [sys.executable, "-m", "vqa_pipe", "train", "--store", str(folder / "s.zarr"),
-         "--manifest", str(folder / "m.csv"), "--regressor", "ridge", "--splits", "1",
-         "--out", str(out_dir), "--no-progress", "--no-save-models"],
-        check=True, capture_output=True, env=env)
-    ru1 = os.times()
-    cpu = (ru1.children_user - ru0.children_user) + (ru1.children_system - ru0.children_system)
-    return {"wall": time.perf_counter() - t0, "cpu": cpu}
+_TRAIN = r"""
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+t0, c0 = time.perf_counter(), time.process_time()
+from vqa_pipe.cli import main
+main({args!r}, standalone_mode=False)
+print(json.dumps({{"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def _train(folder: Path, regressor: str) -> dict:
+    """``vqa-pipe train --splits 1`` end to end in a fresh process: wall, CPU, peak RSS."""
+    args = ["train", "--store", str(folder / "s.zarr"), "--manifest", str(folder / "m.csv"),
+            "--regressor", regressor, "--splits", "1", "--out", str(folder / f"run-{regressor}"),
+            "--no-progress", "--no-save-models"]
+    return _run(_TRAIN.format(repo=str(REPO), args=args))
+
+
+def exponent(sizes: list[int], seconds: list[float]) -> float:
+    """The growth exponent k of time ~ N^k (least squares on log-log)."""
+    import numpy as np
+
+    return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
 
 
 def _fmt(values: list[float], unit: str, digits: int = 2) -> str:
@@ -132,8 +143,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vqa-pipe-bench-table"))
     parser.add_argument("--kinds", nargs="+", default=["flat", "frames"],
                         choices=["flat", "frames"])
-    parser.add_argument("--train", action="store_true",
-                        help="also time `vqa-pipe train --regressor ridge --splits 1`")
+    parser.add_argument("--train", nargs="*", metavar="REGRESSOR",
+                        choices=["ridge", "svr", "mlp", "gru", "vsfa"],
+                        help="also time `vqa-pipe train --regressor R --splits 1` end to end "
+                             "(ridge, svr on the flat store; mlp, gru, vsfa on the frames "
+                             "store); no name: ridge")
     args = parser.parse_args()
     if args.repeats < 3:
         parser.error("--repeats must be at least 3 (median and spread)")
@@ -141,6 +155,9 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()} (before)")
     print(f"part size {args.part_size}, {args.repeats} repeats, each load in a fresh process;"
           " median [min-max]")
+    if args.train is not None and not args.train:
+        args.train = ["ridge"]
+    timings: dict[str, list[tuple[int, float]]] = {}
     for kind in args.kinds:
         role = "FLAT" if kind == "flat" else "SEQUENCE"
         for n in args.sizes:
@@ -159,11 +176,21 @@ def main() -> None:
                     f"cpu {_fmt([r['cpu'] for r in runs], 's')}, "
                     f"peak RSS {_fmt([r['rss_mb'] for r in runs], 'MB', 0)}")
             print(line, flush=True)
-            if args.train and kind == "flat":
-                trains = [_train(folder) for _ in range(args.repeats)]
-                print(f"       ridge train --splits 1 end to end: wall "
+            for regressor in args.train or ():
+                if (regressor in ("ridge", "svr")) != (kind == "flat"):
+                    continue
+                trains = [_train(folder, regressor) for _ in range(args.repeats)]
+                timings.setdefault(regressor, []).append(
+                    (n, statistics.median(t["wall"] for t in trains)))
+                print(f"       {regressor} train --splits 1 end to end: wall "
                       f"{_fmt([t['wall'] for t in trains], 's')}, cpu "
-                      f"{_fmt([t['cpu'] for t in trains], 's')}", flush=True)
+                      f"{_fmt([t['cpu'] for t in trains], 's')}, peak RSS "
+                      f"{_fmt([t['rss_mb'] for t in trains], 'MB', 0)}", flush=True)
+    for regressor, points in timings.items():
+        if len(points) > 1:
+            sizes, seconds = zip(*points)
+            print(f"{regressor}: time grows as N^{exponent(list(sizes), list(seconds)):.2f} "
+                  f"over N = {', '.join(map(str, sizes))}")
     print(f"load average {os.getloadavg()} (after)")
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from vqa_pipe.pipeline.branches import recorded_config
 from vqa_pipe.pipeline.errors import VqaPipeError
+from vqa_pipe.pipeline.store import config_differences as store_config_differences
 
 BUNDLE_FILE = "bundle.json"
 CARD_FILE = "README.md"
@@ -465,24 +466,7 @@ def _describe_weights(weights: Mapping) -> str:
     return f"{weights.get('file', '?')} (sha256 {str(weights.get('sha256', '?'))[:16]}…)"
 
 
-def config_differences(recorded: Mapping, rebuilt: Mapping, prefix: str = "") -> list[str]:
-    """``key: recorded -> rebuilt`` for every feature-relevant key that differs."""
-    out = []
-    for key in sorted(set(recorded) | set(rebuilt), key=str):
-        if not prefix and key in _IGNORED_KEYS:
-            continue
-        name = f"{prefix}{key}"
-        if key not in rebuilt:
-            out.append(f"{name}: {_short(recorded[key])} -> (absent)")
-        elif key not in recorded:
-            out.append(f"{name}: (absent) -> {_short(rebuilt[key])}")
-        elif isinstance(recorded[key], Mapping) and isinstance(rebuilt[key], Mapping):
-            out.extend(config_differences(recorded[key], rebuilt[key], f"{name}."))
-        elif recorded[key] != rebuilt[key]:
-            out.append(f"{name}: {_short(recorded[key])} -> {_short(rebuilt[key])}")
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def config_differences(recorded: Mapping, rebuilt: Mapping) -> list[str]:
+    """``key: recorded -> rebuilt`` for every feature-relevant key that differs (the weights
+    are compared by :func:`check_rebuilt` by their sha256, not their file names)."""
+    return store_config_differences(recorded, rebuilt, ignore=_IGNORED_KEYS)

@@ -600,7 +600,8 @@ def load_table(
         dataset=name,
         notes=notes,
         info={"spec": spec.to_json(), "flat_layout": layout, "store": str(store.path),
-              "manifest": str(manifest), "role_sources": role_sources},
+              "manifest": str(manifest), "role_sources": role_sources,
+              "branch_configs": {b: store.branch_config(b) for b in used_branches}},
     )
     table = apply_nan_policy(table, spec.nan_policy)
     for note in table.notes:
@@ -706,8 +707,52 @@ def apply_nan_policy(table: FeatureTable, policy: str) -> FeatureTable:
     return table
 
 
-def check_compatible(train: FeatureTable, other: FeatureTable, roles: Iterable[str]) -> None:
-    """Refuse to apply a model trained on ``train`` to ``other`` when input shapes differ."""
+def feature_definition(config: Mapping) -> dict:
+    """What must agree for features of one branch, extracted from two datasets, to mean the
+    same thing. Extracted branches: the whole configuration, with the weights reduced to their
+    identity (sha256, tag or random seed: the file's name and place may differ). Imported
+    feature sets: their name and width (the file is the data, not the definition)."""
+    config = dict(config)
+    if config.get("kind") == "imported":
+        return {k: config.get(k) for k in ("kind", "name", "n_features")}
+    config.pop("rescored_from", None)
+    weights = config.get("weights")
+    if isinstance(weights, Mapping):
+        keep = ("source", "seed") if weights.get("source") == "random" else ("source", "sha256")
+        config["weights"] = {k: weights.get(k) for k in keep}
+    return config
+
+
+def configuration_differences(train_configs: Mapping, other_configs: Mapping) -> list[str]:
+    """``branch.key: train -> other`` for each difference in the definitions of the branches
+    both tables were built from (see :func:`feature_definition`)."""
+    from vqa_pipe.pipeline.store import config_differences
+
+    diffs = []
+    for branch in train_configs:
+        if branch in other_configs:
+            diffs.extend(f"{branch}.{d}" for d in config_differences(
+                feature_definition(train_configs[branch]),
+                feature_definition(other_configs[branch])))
+    return diffs
+
+
+def mismatch_note(test: str, train: str, diffs: Sequence[str]) -> str:
+    """The note every output of a run carries when it tests on other-configured features."""
+    shown = "; ".join(diffs[:6]) + (f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else "")
+    return (f"CONFIGURATION MISMATCH ALLOWED: {test}'s features were extracted with another "
+            f"configuration than {train}'s ({shown}); its scores compare unlike features")
+
+
+def check_compatible(train: FeatureTable, other: FeatureTable, roles: Iterable[str], *,
+                     allow_config_mismatch: bool = False) -> list[str]:
+    """Refuse to apply a model trained on ``train`` to ``other`` when input shapes differ, or
+    when the features were extracted with another configuration (grid, softmax, prompts,
+    model, weights, sampling...: the same shapes can mean other things).
+
+    With ``allow_config_mismatch`` the configuration differences are returned instead (the
+    caller announces them in every output); shapes must still agree.
+    """
     for role in roles:
         a = train.require(role)
         b = other.require(role)
@@ -717,3 +762,14 @@ def check_compatible(train: FeatureTable, other: FeatureTable, roles: Iterable[s
                 f"{a.shape[1:]} but {other.dataset or 'test'} features have {b.shape[1:]}; "
                 "they were extracted with different configurations"
             )
+    diffs = configuration_differences(train.info.get("branch_configs", {}),
+                                      other.info.get("branch_configs", {}))
+    if diffs and not allow_config_mismatch:
+        raise FeatureError(
+            f"the features of {other.dataset or 'the test set'} were extracted with another "
+            f"configuration than {train.dataset or 'the training set'}'s: "
+            + "; ".join(diffs[:8]) + (f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else "")
+            + ". Extract it with the same settings, or pass --allow-config-mismatch (every "
+            "output then says so)"
+        )
+    return diffs

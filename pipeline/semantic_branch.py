@@ -39,7 +39,7 @@ from vqa_pipe.pipeline.clip_model import ClipModel
 from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.frame_view import CLIPVQA_MEAN, CLIPVQA_STD, clipvqa_frame
 from vqa_pipe.pipeline.prompts import PromptSet, score_windows
-from vqa_pipe.pipeline.windows import WindowGrid, cut_windows
+from vqa_pipe.pipeline.windows import WindowGrid, window_views
 
 VIEWS = ("windows", "frame")
 FRAME_NORMS = ("clipvqa", "clip")
@@ -205,7 +205,7 @@ class SemanticBranch:
             rgb = torch.from_numpy(np.ascontiguousarray(frame.rgb))
             if str(self.clip.device).startswith("cuda"):
                 rgb = rgb.pin_memory().to(self.clip.device, non_blocking=True)
-            self._windows.append((state, cut_windows(rgb.permute(2, 0, 1), self.grid)))
+            self._windows.append((state, window_views(rgb, self.grid)))
         if "frame" in self.views:
             crop = clipvqa_frame(frame.rgb, self.clip.image_size)
             self._frames.append((state, torch.from_numpy(crop).permute(2, 0, 1)))
@@ -219,7 +219,7 @@ class SemanticBranch:
 
         if self._windows:
             pending, self._windows = self._windows, []
-            emb = self.clip.encode_images(torch.cat([w for _, w in pending]))
+            emb = self.clip.encode_images([view for _, views in pending for view in views])
             emb = emb.cpu().numpy().astype(np.float16).reshape(
                 len(pending), self.grid.n_windows, -1
             )

@@ -155,24 +155,30 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _config_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    """Human-readable differences between two JSON-like configs."""
+def config_differences(
+    old: Mapping, new: Mapping, prefix: str = "", ignore: Sequence[str] = ()
+) -> list[str]:
+    """``key: old -> new`` for every key that differs between two JSON-like configurations
+    (nested keys dotted; ``ignore``: top-level keys left out)."""
     diffs = []
     for key in sorted(set(old) | set(new), key=str):
+        if not prefix and key in ignore:
+            continue
         name = f"{prefix}{key}"
         if key not in old:
-            diffs.append(f"{name}: (absent) -> {new[key]!r}")
+            diffs.append(f"{name}: (absent) -> {_short(new[key])}")
         elif key not in new:
-            diffs.append(f"{name}: {old[key]!r} -> (absent)")
+            diffs.append(f"{name}: {_short(old[key])} -> (absent)")
         elif isinstance(old[key], Mapping) and isinstance(new[key], Mapping):
-            diffs.extend(_config_diff(old[key], new[key], prefix=f"{name}."))
+            diffs.extend(config_differences(old[key], new[key], prefix=f"{name}."))
         elif old[key] != new[key]:
-            old_s, new_s = repr(old[key]), repr(new[key])
-            if len(old_s) > 80 or len(new_s) > 80:
-                diffs.append(f"{name}: differs")
-            else:
-                diffs.append(f"{name}: {old_s} -> {new_s}")
+            diffs.append(f"{name}: {_short(old[key])} -> {_short(new[key])}")
     return diffs
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _chunk_rows(row_shape: tuple[int, ...], itemsize: int, n_rows: int) -> int:
@@ -445,7 +451,7 @@ class FeatureStore:
         config = _jsonable(dict(config))
         branches = dict(self._meta.get("branches", {}))
         if branch in branches:
-            diffs = _config_diff(branches[branch], config)
+            diffs = config_differences(branches[branch], config)
             if diffs:
                 raise StoreError(
                     f"{self.path} holds '{branch}' features made with another configuration:\n  "

@@ -78,20 +78,34 @@ def cut_windows(frame: torch.Tensor, grid: WindowGrid) -> torch.Tensor:  # noqa:
     are copied as they are unless the frame has to be resized first (bicubic, rounded).
     """
     import torch
-    import torch.nn.functional as F
 
     if frame.ndim != 3 or frame.shape[0] != 3 or frame.dtype != torch.uint8:
         raise ValueError(
             f"expected a (3, H, W) uint8 frame, got {tuple(frame.shape)} {frame.dtype}"
         )
-    _, height, width = frame.shape
+    views = window_views(frame.permute(1, 2, 0), grid)
+    return torch.stack([v.permute(2, 0, 1) for v in views])
+
+
+def window_views(frame: torch.Tensor, grid: WindowGrid) -> list:  # noqa: F821
+    """The grid's windows of one (H, W, 3) uint8 frame (as decoded) as m*n (size, size, 3)
+    views: no copy unless the frame has to be resized first (bicubic, rounded). The extractor
+    copies them once, straight into the model's input."""
+    import torch
+    import torch.nn.functional as F
+
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != torch.uint8:
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 frame, got {tuple(frame.shape)} {frame.dtype}"
+        )
+    height, width, _ = frame.shape
     h, w = grid.working_size(height, width)
     x = frame
     if (h, w) != (height, width):
         x = F.interpolate(
-            frame[None].float(), size=(h, w), mode="bicubic", align_corners=False,
-            antialias=h < height,
+            frame.permute(2, 0, 1)[None].float(), size=(h, w), mode="bicubic",
+            align_corners=False, antialias=h < height,
         )[0]
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
+        x = x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
     boxes = grid.boxes(height, width)
-    return torch.stack([x[:, t:b, left:r] for t, left, b, r in boxes.tolist()])
+    return [x[t:b, left:r] for t, left, b, r in boxes.tolist()]

@@ -19,7 +19,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from vqa_pipe.pipeline.errors import VqaPipeError
-from vqa_pipe.pipeline.feature_table import TableSpec, load_table, shapes_match
+from vqa_pipe.pipeline.feature_table import (
+    TableSpec,
+    configuration_differences,
+    load_table,
+    mismatch_note,
+    shapes_match,
+)
 from vqa_pipe.pipeline.metrics import safe_evaluate, summarize
 from vqa_pipe.pipeline.report import (
     PredictionRow,
@@ -77,8 +83,13 @@ def run_evaluate(
     *,
     dataset: str | None = None,
     progress: bool | Callable[[dict], None] = False,
+    allow_config_mismatch: bool = False,
 ):
     """Predict a dataset with every model of a training run and write the reports to ``out``.
+
+    The dataset's features must have been extracted with the configuration the run was trained
+    on (its ``config.json`` records it); otherwise the differing keys are listed and the run is
+    refused, unless ``allow_config_mismatch`` (every output then says so).
 
     Returns the :class:`~vqa_pipe.pipeline.report.RunResult` (one "split" per model).
     """
@@ -106,6 +117,22 @@ def run_evaluate(
                 f"but the run was trained on {tuple(want)}; extract with the same configuration"
             )
     notes = list(table.notes)
+    trained = config.get("features")
+    if trained is None:
+        diffs = ["the run's config.json does not record its feature configuration (trained by "
+                 "an older vqa-pipe): retrain it to check"]
+    else:
+        diffs = configuration_differences(trained, table.info.get("branch_configs", {}))
+    if diffs and not allow_config_mismatch:
+        raise EvaluateError(
+            f"{name}'s features were not extracted with the configuration {run_dir} was trained "
+            f"on: " + "; ".join(diffs[:8]) + (f" (and {len(diffs) - 8} more)" if len(diffs) > 8
+                                              else "")
+            + ". Extract it with the same settings, or pass --allow-config-mismatch (every "
+            "output then says so)"
+        )
+    if diffs:
+        notes.append(mismatch_note(name, config.get("train", {}).get("name", "?"), diffs))
     seen = _trained_on(run_dir)
     overlap = [v for v in table.video_ids if v in seen]
     if overlap:

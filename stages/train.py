@@ -39,6 +39,7 @@ from vqa_pipe.pipeline.feature_table import (
     TableSpec,
     check_compatible,
     load_table,
+    mismatch_note,
 )
 from vqa_pipe.pipeline.metrics import MetricError, safe_evaluate, srocc, summarize
 from vqa_pipe.pipeline.options import check_fields, option, to_plain
@@ -143,6 +144,11 @@ class TrainOptions:
         choices=NAN_POLICIES,
     )
     jobs: int = option(1, "Splits trained in parallel worker processes.", min=1)
+    allow_config_mismatch: bool = option(
+        False,
+        "Test on datasets whose features were extracted with another configuration (grid, "
+        "prompts, model, weights...); every output then says so.",
+    )
     save_models: bool = option(True, "Save each split's model in the run folder.")
 
     def __post_init__(self) -> None:
@@ -253,6 +259,7 @@ def run_protocol(
     jobs: int = 1,
     models_dir: str | Path | None = None,
     progress: bool | Callable[[dict], None] = False,
+    allow_config_mismatch: bool = False,
 ) -> RunResult:
     """Fit ``regressor`` on every split and score its test sets.
 
@@ -264,6 +271,8 @@ def run_protocol(
         jobs: worker processes (splits run in parallel; 1 runs in this process).
         models_dir: where to save each split's model (``<models_dir>/<split>``), or None.
         progress: True for a progress bar, or a callback receiving each split's result.
+        allow_config_mismatch: test on ``external`` tables extracted with another
+            configuration (the differences are added to the notes).
     """
     from vqa_pipe.pipeline.regressors import get_regressor
 
@@ -272,8 +281,9 @@ def run_protocol(
     params = cls(**dict(params or {})).params  # checked and resolved before any work
     for role in cls.roles:
         table.require(role, f"regressor '{regressor}'")
-    for ext in external.values():
-        check_compatible(table, ext, cls.roles)
+    mismatches = {name: check_compatible(table, ext, cls.roles,
+                                         allow_config_mismatch=allow_config_mismatch)
+                  for name, ext in external.items()}
     if not splits:
         raise TrainError("no splits to run")
     started = time.perf_counter()
@@ -342,6 +352,9 @@ def run_protocol(
     notes = list(table.notes)
     for name, ext in external.items():
         notes.extend(f"{name}: {n}" for n in ext.notes)
+    for name, diffs in mismatches.items():
+        if diffs:
+            notes.append(mismatch_note(name, table.dataset, diffs))
     notes.extend(fit_notes(regressor, [results[s.name]["fit_info"] for s in splits]))
     notes.extend(metric_notes(per_split, summary))
     return RunResult(
@@ -415,6 +428,9 @@ def run_train(
             raise TrainError(f"two datasets are named '{ref.label}'; give them distinct names")
         external[ref.label] = load_table(ref.store, ref.manifest, cls.roles, test_spec,
                                          dataset=ref.label, who=who)
+        # refused here, before any training, unless allowed (then noted in every output)
+        check_compatible(table, external[ref.label], cls.roles,
+                         allow_config_mismatch=opts.allow_config_mismatch)
     splits = build_splits(table, opts)
     left_out = sorted({v for s in splits for v in s.left_out})
     out = Path(out)
@@ -430,11 +446,13 @@ def run_train(
         "roles": list(cls.roles),
         "input_shapes": table.input_shapes(),
         "flat_layout": table.info.get("flat_layout"),
+        "features": table.info.get("branch_configs", {}),
     })
     write_json(out / "splits.json", {"splits": [s.to_json() for s in splits]})
     result = run_protocol(
         table, splits, opts.regressor, opts.params, external=external, jobs=opts.jobs,
         models_dir=(out / "models") if opts.save_models else None, progress=progress,
+        allow_config_mismatch=opts.allow_config_mismatch,
     )
     result.protocol = opts.protocol
     if left_out:

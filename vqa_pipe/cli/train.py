@@ -155,9 +155,13 @@ def regressors(name):
                    "test_set]).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default cross/<trained on>/<regressor>/<dataset>).")
+@click.option("--allow-config-mismatch", is_flag=True,
+              help="Evaluate on features extracted with another configuration than the run's "
+                   "(every output then says so).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
-def evaluate(run_dir, dataset, manifest, store, predictions, out, progress):
+def evaluate(run_dir, dataset, manifest, store, predictions, out, allow_config_mismatch,
+             progress):
     """Evaluate the models of a training RUN_DIR on another dataset (cross-dataset), or
     score an existing --predictions file. Writes metrics.json, predictions.csv, summary.txt
     and scatter.png."""
@@ -174,7 +178,7 @@ def evaluate(run_dir, dataset, manifest, store, predictions, out, progress):
         paths = resolve_dataset(dataset, manifest, store)
         out = out or default_out(run_dir, paths.name)
         result = run_evaluate(run_dir, paths.store, paths.manifest, out, dataset=paths.name,
-                              progress=progress)
+                              progress=progress, allow_config_mismatch=allow_config_mismatch)
     click.echo(result.summary_text())
     for note in result.notes:
         click.echo(f"note: {note}")
