@@ -67,12 +67,14 @@ def spread(stats: tuple) -> str:
 def decode_only(videos: list[Path], plan, decoders: int) -> int:
     """N background decoders over the same split of the videos as extraction; frames dropped."""
     from vqa_pipe.pipeline.decode import decode_in_background
+    from vqa_pipe.pipeline.extraction import decoder_threads
 
     items = [(v.stem, str(v)) for v in videos]
     counts = [0] * decoders
+    ffmpeg_threads = decoder_threads(decoders)  # as extraction's pool gives each decoder
 
     def drain(i: int) -> None:
-        with decode_in_background(items[i::decoders], plan) as stream:
+        with decode_in_background(items[i::decoders], plan, threads=ffmpeg_threads) as stream:
             for video in stream:
                 for _ in video.frames:
                     counts[i] += 1

@@ -332,6 +332,7 @@ def decode_in_background(
     prefetch_frames: int = 32,
     backend: str = "auto",
     restart_every: int | None = 200,
+    threads: int = 0,
 ) -> BackgroundDecoder:
     """Decode ``(key, path)`` items one after another in a killable worker process.
 
@@ -344,7 +345,8 @@ def decode_in_background(
     with ``info=None`` and ``error`` set). Moving on to the next video before
     exhausting ``frames`` skips the rest of that video.
 
-    The worker is replaced every ``restart_every`` videos (decord leaks memory).
+    The worker is replaced every ``restart_every`` videos (decord leaks memory). ``threads``
+    FFmpeg threads decode in it (0: FFmpeg's choice, usually one per core).
     Use the result as a context manager, or call ``close()``, to stop the worker
     promptly; it is also stopped when the iterator is exhausted or garbage-collected.
     The worker starts with the ``spawn`` method: scripts must guard their entry
@@ -362,4 +364,5 @@ def decode_in_background(
         prefetch_frames=prefetch_frames,
         backend=backend,
         restart_every=restart_every,
+        threads=threads,
     )

@@ -73,6 +73,12 @@ _ISO_IMAGE_BRANDS = frozenset({
 })
 
 
+DECODE_THREADS = 0
+"""FFmpeg threads per decoder (0: as many as FFmpeg likes, usually the core count). A pool
+of N background decoders gives each ``cores // N`` (``decode_in_background(threads=)``), so
+that N decoders do not each start a thread per core."""
+
+
 class BackendError(VqaPipeError):
     """A reader could not deliver; the message is the reason, without the path."""
 
@@ -349,6 +355,7 @@ def pyav_read(path: str, indices: Sequence[int], rotation: int) -> Iterator[RawF
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.thread_count = DECODE_THREADS
         start = stream.start_time or 0
         time_base = stream.time_base
         pos, n_decoded, last = 0, 0, None
@@ -444,7 +451,7 @@ def decord_read(
     try:
         import decord
 
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0)
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=DECODE_THREADS)
     except Exception as err:
         raise BackendError(f"decord could not open the file ({_short(err)})") from None
     try:

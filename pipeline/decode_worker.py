@@ -62,8 +62,11 @@ class _Shared:
 
 
 def _worker_main(tasks, results, shared: _Shared, plan, backend: str,
-                 restart_every: int | None, parent_pid: int) -> None:
+                 restart_every: int | None, parent_pid: int, threads: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    from vqa_pipe.pipeline import decode_backends
+
+    decode_backends.DECODE_THREADS = int(threads)
 
     def parent_gone() -> bool:
         return shared.stop.value != 0 or os.getppid() != parent_pid
@@ -152,7 +155,7 @@ def _as_decode_error(task: _Task, err: Exception) -> DecodeError:
 
 class _Worker:
     def __init__(self, ctx: Any, prefetch_frames: int, plan, backend: str,
-                 restart_every: int | None) -> None:
+                 restart_every: int | None, threads: int = 0) -> None:
         self.results = ctx.Queue(maxsize=prefetch_frames)
         self.tasks = ctx.Queue()
         self.shared = _Shared(ctx)
@@ -161,7 +164,7 @@ class _Worker:
         self.process = ctx.Process(
             target=_worker_main,
             args=(self.tasks, self.results, self.shared, plan, backend, restart_every,
-                  os.getpid()),
+                  os.getpid(), threads),
             name="vqa-pipe-decoder",
             daemon=True,
         )
@@ -204,6 +207,7 @@ class BackgroundDecoder(Iterator[VideoFrames]):
         prefetch_frames: int = 32,
         backend: str = "auto",
         restart_every: int | None = 200,
+        threads: int = 0,
     ) -> None:
         check_backend(backend)
         if not (isinstance(prefetch_frames, int) and prefetch_frames >= 1):
@@ -219,7 +223,8 @@ class BackgroundDecoder(Iterator[VideoFrames]):
                 "decode_in_background needs a worker process, and this process is daemonic "
                 "(daemons may not have children); for dask set distributed.worker.daemon=False"
             )
-        self._core = _Core(items, plan, float(timeout_s), prefetch_frames, backend, restart_every)
+        self._core = _Core(items, plan, float(timeout_s), prefetch_frames, backend, restart_every,
+                           int(threads))
         self._gen = self._core.run()
 
     def __next__(self) -> VideoFrames:
@@ -271,8 +276,9 @@ class _Core:
     """State and generators of a :class:`BackgroundDecoder`."""
 
     def __init__(self, items, plan, timeout_s: float, prefetch: int, backend: str,
-                 restart_every: int | None) -> None:
+                 restart_every: int | None, threads: int = 0) -> None:
         self.timeout_s = timeout_s
+        self._threads = threads
         self._plan = plan
         self._backend = backend
         self._prefetch = prefetch
@@ -299,7 +305,7 @@ class _Core:
             self.worker.stop(kill=True)
             self.restarts += 1
         self.worker = _Worker(self._ctx, self._prefetch, self._plan, self._backend,
-                               self._restart_every)
+                               self._restart_every, self._threads)
         for task in self._sent:
             if task.seq >= resend_from:
                 self.worker.send(task)

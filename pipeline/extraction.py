@@ -115,8 +115,10 @@ def process_parts(
         w.paths = {v: paths[v] for v in store.part_ids(w.part) if v in paths}
     items = [(vid, paths[vid]) for w in work for vid in w.todo]
     n = max(1, min(int(decoders), len(items)))
+    threads = decoder_threads(n)
     streams = [
-        decode_in_background(items[i::n], plan, timeout_s=timeout) for i in range(n) if items[i::n]
+        decode_in_background(items[i::n], plan, timeout_s=timeout, threads=threads)
+        for i in range(n) if items[i::n]
     ]
     events: queue.Queue = queue.Queue(maxsize=2 * len(streams))
     stop = threading.Event()
@@ -330,3 +332,13 @@ def changed_videos(
             if change == "changed":
                 changed.append(vid)
     return changed
+
+
+def decoder_threads(decoders: int, cpus: int | None = None) -> int:
+    """FFmpeg threads per decoder of a pool: the cores shared out (0, FFmpeg's own choice,
+    for a single decoder)."""
+    import os
+
+    if decoders <= 1:
+        return 0
+    return max(1, (cpus or os.cpu_count() or 1) // decoders)
