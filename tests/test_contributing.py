@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +84,53 @@ def test_extraction_branch(tmp_path, tiny_video):
             build_branches(["colour"], colour_fps=0)
     finally:
         BRANCHES.unregister("colour")
+
+
+def test_regressor():
+    from vqa_pipe.pipeline.feature_table import FLAT, FeatureTable
+    from vqa_pipe.pipeline.regressors import (
+        REGRESSORS,
+        create_regressor,
+        describe_params,
+        load_regressor,
+    )
+    from vqa_pipe.pipeline.splits import random_splits
+    from vqa_pipe.stages.train import run_protocol
+
+    run("regressor")
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(120, 4)).astype(np.float32)
+        mos = 1 + 4 / (1 + np.exp(-(x[:, 0] + 0.5 * x[:, 1])))
+        table = FeatureTable([f"v{i}" for i in range(120)], mos, "1-5", {FLAT: x}, dataset="t")
+        result = run_protocol(table, random_splits(table.video_ids, 3, seed=0), "knn", {"k": 7})
+        assert result.summary["test"]["srocc"]["median"] > 0.7  # it learns the toy MOS
+        assert "k: an integer >= 1 (default 5)." in " ".join(describe_params("knn"))
+        with pytest.raises(Exception, match="'k' must be an integer >= 1"):
+            create_regressor("knn", k=0)
+        model = create_regressor("knn", k=3)
+        model.fit(table.take(range(100)))
+        test = table.take(range(100, 120))
+        folder = model.save(Path(tempfile.mkdtemp()) / "knn")
+        np.testing.assert_allclose(load_regressor(folder).predict(test), model.predict(test))
+    finally:
+        REGRESSORS.unregister("knn")
+
+
+def test_clip_model(tmp_path):
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from vqa_pipe.pipeline.clip_model import load_clip
+
+    namespace: dict = {"CLIP_CONFIGS": str(tmp_path)}
+    exec(compile(example("clip_model"), "CONTRIBUTING.md:clip_model", "exec"), namespace)
+    open_clip.add_model_config(tmp_path)  # what vqa-pipe does for its clip_configs folder
+    random = load_clip("my-clip", random_weights=True)
+    weights = tmp_path / "my-clip.safetensors"
+    save_file({k: v.contiguous() for k, v in random.model.state_dict().items()}, str(weights))
+    clip = load_clip("my-clip", weights)
+    assert clip.weights["source"] == "file" and len(clip.weights["sha256"]) == 64
+    images = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    np.testing.assert_allclose(clip.encode_images(images).numpy(),
+                               random.encode_images(images).numpy(), atol=1e-5)

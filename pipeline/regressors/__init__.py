@@ -282,6 +282,18 @@ def _int_text(text: str) -> int:
     return int(value)
 
 
+def refit_rows(
+    x: np.ndarray, y: np.ndarray, val_x: np.ndarray | None, val_y: np.ndarray | None,
+    refit: bool,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The rows a model is refitted on once its choices are made: training + validation when
+    ``refit`` and there is a validation part, else training only; and which it was
+    (``"train+val"`` / ``"train"``, for ``fit_info["refit_on"]``)."""
+    if refit and val_x is not None and val_y is not None and len(val_y):
+        return np.concatenate([x, val_x]), np.concatenate([y, val_y]), "train+val"
+    return x, y, "train"
+
+
 # --------------------------------------------------------------------------- preprocessing
 class Standardizer:
     """Per-channel affine scaling fitted on the training part, ``(x - mean) / scale``; NaN

@@ -18,6 +18,7 @@ from vqa_pipe.pipeline.regressors import (
     RegressorError,
     Standardizer,
     TargetScaler,
+    refit_rows,
     register_regressor,
 )
 
@@ -70,12 +71,8 @@ class RidgeRegressor(Regressor):
         else:
             alpha = float(p["alpha"])
             info["alpha"] = alpha
-        if p["refit_on_val"] and val_inputs is not None and y_val_unit is not None:
-            x = np.concatenate([x, np.asarray(val_inputs[FLAT], dtype=np.float64)])
-            y_unit = np.concatenate([y_unit, y_val_unit])
-            info["refit_on"] = "train+val"
-        else:
-            info["refit_on"] = "train"
+        xv = None if val_inputs is None else np.asarray(val_inputs[FLAT], dtype=np.float64)
+        x, y_unit, info["refit_on"] = refit_rows(x, y_unit, xv, y_val_unit, p["refit_on_val"])
         self._scaler, self._target = Standardizer.fit(x), TargetScaler.fit(y_unit)
         xz = self._scaler.transform(x).astype(np.float64)
         self._weights = ridge_path(xz, self._target.transform(y_unit), np.array([alpha]))[0]

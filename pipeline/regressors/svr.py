@@ -54,6 +54,7 @@ from vqa_pipe.pipeline.regressors import (
     RegressorError,
     Standardizer,
     TargetScaler,
+    refit_rows,
     register_regressor,
 )
 
@@ -387,13 +388,8 @@ class SVRRegressor(Regressor):
         info: dict[str, Any] = {}
         fixed = p["C"] is not None and p["gamma"] is not None
         # the whole training part: cv searches on it, and it is what is refitted
-        if has_val and (p["search"] == "cv" or p["refit_on_val"]):
-            x_all = np.concatenate([x, xv])
-            y_all = np.concatenate([y_unit, y_val_unit])
-            info["refit_on"] = "train+val"
-        else:
-            x_all, y_all = x, y_unit
-            info["refit_on"] = "train"
+        x_all, y_all, info["refit_on"] = refit_rows(
+            x, y_unit, xv, y_val_unit, p["search"] == "cv" or p["refit_on_val"])
         self._scaler = self._make_scaler(x_all)
         self._target = self._target_scaler(y_all, info)
         xz = self._scaler.transform(x_all).astype(np.float64)
