@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import FAST_CLIPVQA as FAST
+from helpers import toy_table
 from vqa_pipe.pipeline import clipvqa as cv
 from vqa_pipe.pipeline.feature_table import (
     CLIP_FRAMES,
     CLIP_KEYS,
     LEVEL_TEXT,
     FeatureError,
-    FeatureTable,
     TableSpec,
     load_table,
     tsn_indices,
@@ -227,29 +228,6 @@ def test_tsn_picks_the_centre_of_each_segment(stored, frames):
 
 
 # --------------------------------------------------------------------------- synthetic data
-def toy_table(n: int = 96, n_frames: int = 8, dim: int = 64, n_keys: int = 4, width: int = 32,
-              seed: int = 0, scale: str = "1-5") -> FeatureTable:
-    """Two groups of videos (low and high MOS) whose frame embeddings differ along one
-    direction: a separable problem the head must learn."""
-    rng = np.random.default_rng(seed)
-    high = rng.random(n) < 0.5
-    q = np.where(high, 0.8, 0.2) + rng.normal(0, 0.03, n)
-    direction = rng.normal(size=dim)
-    direction /= np.linalg.norm(direction)
-    frames = rng.normal(size=(n, n_frames, dim)) + 6 * (q[:, None, None] - 0.5) * direction
-    keys = rng.normal(size=(n, n_frames, n_keys, width)).astype(np.float16)
-    text = np.repeat(rng.normal(size=(1, 6, dim)), n, axis=0).astype(np.float32)
-    low, top = (1.0, 5.0) if scale == "1-5" else (0.0, 100.0)
-    return FeatureTable(
-        [f"v{i:03d}" for i in range(n)], low + (top - low) * np.clip(q, 0, 1), scale,
-        {CLIP_FRAMES: frames.astype(np.float32), CLIP_KEYS: keys, LEVEL_TEXT: text},
-        dataset="toy", info={"role_sources": {CLIP_KEYS: "semantic/frame_tokens"}},
-    )
-
-
-FAST = {"epochs": 12, "lr": 2e-3, "warmup_epochs": 1, "batch_size": 16}
-
-
 @pytest.mark.parametrize("decode", cv.DECODERS)
 def test_head_learns_a_separable_toy_problem(decode):
     table = toy_table()

@@ -209,3 +209,15 @@ def test_regressors_command_lists_each_parameter_with_its_valid_values():
     bad = CliRunner().invoke(main, ["train", "--dataset", "x", "--regressor", "mlp",
                                     "--param", "hidden=0"])
     assert bad.exit_code != 0
+
+
+def test_test_modules_share_helpers_through_one_module_not_each_other():
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [
+                a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {n}" for n in names if n and n.startswith("test_")]
+    assert offenders == []  # shared helpers live in tests/helpers.py, fixtures in conftest.py

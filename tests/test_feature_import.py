@@ -9,50 +9,9 @@ import numpy as np
 import pytest
 import scipy.io
 from click.testing import CliRunner
+from helpers import import_videval, stem
 from vqa_pipe.pipeline.feature_import import FeatureImportError, import_features, read_matrix
 from vqa_pipe.pipeline.feature_table import FLAT, FeatureError, TableSpec, load_table
-
-# dataset -> (metadata file, id column, MOS column, scale)
-VIDEVAL = {
-    "KONVID_1K": ("KONVID_1K_metadata.csv", "flickr_id", "mos", "1-5"),
-    "LIVE_VQC": ("LIVE_VQC_metadata.csv", "File", "MOS", "0-100"),
-    "YOUTUBE_UGC": ("YOUTUBE_UGC_metadata.csv", "vid", "MOSFull", "1-5"),
-}
-
-
-def _stem(name: str) -> str:
-    return name.rsplit(".", 1)[0]
-
-
-def videval_manifest(shared_data: Path, dataset: str, path: Path, ids=None) -> Path:
-    """A manifest of a VIDEVAL dataset from its metadata (ids as the manifest builder makes
-    them: KoNViD flickr id, LIVE-VQC file stem, YouTube-UGC ``vid``)."""
-    from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
-
-    meta, id_col, mos_col, scale = VIDEVAL[dataset]
-    with open(shared_data / "labels" / meta, newline="") as fh:
-        records = list(csv.DictReader(fh))
-    rows = []
-    for rec in records:
-        vid = _stem(rec[id_col]) if dataset == "LIVE_VQC" else rec[id_col]
-        if ids is not None and vid not in ids:
-            continue
-        rows.append(ManifestRow(video_id=vid, path=Path(f"videos/{vid}.mp4"),
-                                mos=float(rec[mos_col]), mos_scale=scale))
-    return write_manifest(rows, path)
-
-
-def import_videval(shared_data: Path, dataset: str, folder: Path, **kwargs):
-    """Manifest + store with the real VIDEVAL features of ``dataset`` in ``folder``."""
-    meta, id_col, _, _ = VIDEVAL[dataset]
-    manifest = videval_manifest(shared_data, dataset, folder / f"{dataset}.csv",
-                                kwargs.pop("ids", None))
-    report = import_features(
-        shared_data / "features" / "videval" / f"{dataset}_VIDEVAL_feats.mat",
-        manifest, folder / f"{dataset}.zarr", name="videval",
-        order_file=shared_data / "labels" / meta, order_column=id_col, part_size=128, **kwargs,
-    )
-    return folder / f"{dataset}.zarr", manifest, report
 
 
 def test_konvid_videval_import_keeps_rows_and_counts_nan(shared_data, tmp_path):
@@ -107,7 +66,7 @@ def test_id_pattern_matches_suffixed_ids(shared_data, tmp_path):
     with open(shared_data / "labels" / "YouTubeUGC" / "labels.txt") as fh:
         names = [line.split(",")[0].strip() for line in fh if line.strip()][:50]
     manifest = write_manifest(
-        [ManifestRow(video_id=_stem(n), path=Path(n), mos=3.0, mos_scale="1-5") for n in names],
+        [ManifestRow(video_id=stem(n), path=Path(n), mos=3.0, mos_scale="1-5") for n in names],
         tmp_path / "ugc.csv",
     )
     meta = shared_data / "labels" / "YOUTUBE_UGC_metadata.csv"
@@ -209,7 +168,7 @@ def test_reimport_from_another_file_is_refused(tmp_path):
 
 
 def test_import_next_to_extracted_branches_and_fuse(sample_videos, tmp_path):
-    from test_regressors import build_sample_store
+    from helpers import build_sample_store
 
     store, manifest = build_sample_store(sample_videos, tmp_path)
     ids = [Path(n).stem for n in sorted(sample_videos)]

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_regressors import FAST_TORCH, synthetic_table
+from helpers import FAST_TORCH, synthetic_table
 from vqa_pipe.pipeline.feature_table import FLAT, FeatureTable
 from vqa_pipe.pipeline.metrics import srocc
 from vqa_pipe.pipeline.regressors import (

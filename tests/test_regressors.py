@@ -9,14 +9,19 @@ videos have a MOS (three KoNViD-1k on 1-5, two LSVQ on 0-100).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import (
+    FAST_TORCH,
+    FAST_VSFA,
+    N_FRAMES,
+    N_SCORES,
+    build_sample_store,
+    synthetic_table,
+)
 from vqa_pipe.pipeline.feature_table import (
     FLAT,
-    FRAME_COUNTS,
-    FRAMES,
     SEQUENCE,
     SPATIAL_CLIP_MAPS,
     SPATIAL_MAPS,
@@ -39,120 +44,9 @@ from vqa_pipe.pipeline.regressors import (
 ALL = ["fused", "gru", "mlp", "ridge", "svr", "vsfa"]  # the regressors that learn from MOS
 TORCH = ("mlp", "gru", "fused", "vsfa")
 REGISTRY = sorted(ALL + ["fastvqa"])  # fastvqa: FAST-VQA's own head (tests/test_fastvqa.py)
-FAST_TORCH = {"epochs": 25, "batch_size": 16}
-FAST_VSFA = {"epochs": 25, "batch_size": 16, "lr": 1e-3}  # VSFA's 1e-5 needs 2000 epochs
-N_FRAMES, N_SCORES = 8, 6
-
-
-# --------------------------------------------------------------------------- sample store
-def _frame_stats(rgb: np.ndarray) -> np.ndarray:
-    """Six statistics of a frame in [0, 1]: brightness, contrast, colour means, sharpness."""
-    x = rgb.astype(np.float32) / 255.0
-    luma = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    grad = np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean()
-    return np.array([luma.mean(), luma.std() * 2, *x.reshape(-1, 3).mean(0), min(1.0, grad * 8)],
-                    dtype=np.float32)
-
-
-def _pooled_frame(rgb: np.ndarray, size: int = 4) -> np.ndarray:
-    """(3, size, size) block means of a frame."""
-    h, w, _ = rgb.shape
-    rows = np.array_split(np.arange(h), size)
-    cols = np.array_split(np.arange(w), size)
-    out = np.empty((3, size, size), dtype=np.float32)
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            out[:, i, j] = rgb[r][:, c].reshape(-1, 3).mean(0) / 255.0
-    return out
-
-
-_CACHE: dict[str, dict] = {}
-
-
-def sample_features(sample_videos: dict) -> dict[str, dict[str, np.ndarray]]:
-    """Per-video arrays of the semantic and spatial branches, from real decoded frames."""
-    if "features" in _CACHE:
-        return _CACHE["features"]
-    from vqa_pipe.pipeline.decode import iter_frames, probe
-
-    out = {}
-    for name, row in sorted(sample_videos.items()):
-        info = probe(row["path"])
-        last = min(info.n_frames, 48) - 1
-        idx = np.linspace(0, last, N_FRAMES).round().astype(int).tolist()
-        frames = list(iter_frames(row["path"], idx))
-        stats = np.stack([_frame_stats(f.rgb) for f in frames])
-        pooled = np.stack([_pooled_frame(f.rgb) for f in frames])  # (F, 3, 4, 4)
-        # two clips of four frames, T' = 2 (pairs averaged): (2, C=3, 2, 4, 4)
-        clips = pooled.reshape(2, 2, 2, 3, 4, 4).mean(axis=2).transpose(0, 2, 1, 3, 4)
-        out[Path(name).stem] = {
-            "semantic": {
-                "frame_scores": stats,
-                "frame_times": np.array([f.time_s for f in frames], dtype=np.float32),
-            },
-            "spatial": {
-                "clip_maps": clips.astype(np.float16),
-                "clip_pooled": clips.mean(axis=(2, 3, 4)).astype(np.float32),
-            },
-        }
-    _CACHE["features"] = out
-    return out
-
-
-def write_sample_manifest(sample_videos: dict, path: Path) -> Path:
-    from vqa_pipe.pipeline.manifest import ManifestRow, write_manifest
-
-    rows = []
-    for name, row in sorted(sample_videos.items()):
-        mos = float(row["mos"]) if row["mos"] else None
-        rows.append(ManifestRow(video_id=Path(name).stem, path=row["path"], mos=mos,
-                                mos_scale=row["mos_scale"] or None))
-    return write_manifest(rows, path)
-
-
-def build_sample_store(sample_videos: dict, folder: Path, *, branches=("semantic", "spatial"),
-                       fail: dict[str, str] | None = None) -> tuple[Path, Path]:
-    """A feature store and manifest of the ten sample videos in ``folder``."""
-    from vqa_pipe.pipeline.store import FeatureStore
-
-    features = sample_features(sample_videos)
-    manifest = write_sample_manifest(sample_videos, folder / "samples.csv")
-    ids = list(features)
-    store = FeatureStore.create_or_open(folder / "samples.zarr", ids, part_size=4)
-    for branch in branches:
-        store.ensure_branch(branch, {"test": "image statistics of real frames",
-                                     "random_weights": False})
-        for part in range(store.n_parts):
-            results = {}
-            for vid in store.part_ids(part):
-                reason = (fail or {}).get(vid)
-                results[vid] = reason if reason else features[vid][branch]
-            store.write_part(branch, part, results)
-    return folder / "samples.zarr", manifest
-
-
 @pytest.fixture(scope="module")
 def sample_store(sample_videos, tmp_path_factory):
     return build_sample_store(sample_videos, tmp_path_factory.mktemp("sample_store"))
-
-
-# --------------------------------------------------------------------------- synthetic data
-def synthetic_table(n: int = 240, seed: int = 0) -> FeatureTable:
-    """A table whose MOS is a known non-linear function of every role's inputs."""
-    rng = np.random.default_rng(seed)
-    seq = rng.normal(size=(n, 8, 6)).astype(np.float32)
-    clip_maps = rng.normal(size=(n, 2, 4, 2, 3, 3)).astype(np.float16)  # 2 clips
-    maps = clip_maps.astype(np.float32).mean(axis=1)
-    w = np.array([1.0, -0.5, 0.8, 0.0, 0.3, -1.0])
-    quality = (seq @ w).mean(1) + 0.6 * np.tanh(seq[:, :, 0].mean(1) * 2)
-    quality = quality + 0.8 * maps[:, 0].mean(axis=(1, 2, 3))
-    mos = 1 + 4 * (quality - quality.min()) / np.ptp(quality)
-    flat = np.concatenate([seq.mean(1), seq.std(1), maps.mean(axis=(2, 3, 4))], axis=1)
-    frames = np.concatenate([seq, np.zeros((n, 3, 6), np.float32)], axis=1)  # padded to 11
-    return FeatureTable([f"v{i:03d}" for i in range(n)], mos, "1-5",
-                        {FLAT: flat, SEQUENCE: seq, SPATIAL_MAPS: maps,
-                         SPATIAL_CLIP_MAPS: clip_maps, FRAMES: frames,
-                         FRAME_COUNTS: np.full(n, 8, dtype=np.int64)}, dataset="synthetic")
 
 
 def _params(name: str) -> dict:
@@ -320,3 +214,27 @@ def test_missing_feature_group_is_named(name, branch, sample_videos, tmp_path):
                        [SEQUENCE if other == "semantic" else SPATIAL_CLIP_MAPS])
     with pytest.raises(FeatureError, match=f"regressor '{name}' needs the '{branch}' branch"):
         create_regressor(name).fit(table, table)
+
+
+@pytest.mark.parametrize("name", ["mlp", "clipvqa"])
+def test_torch_heads_train_on_the_device_asked_for(name):
+    """device=cuda trains on the GPU where there is one (and gives the CPU's model), and is a
+    clear error where there is none."""
+    import torch
+    from vqa_pipe.pipeline.errors import VqaPipeError
+
+    if name == "clipvqa":
+        from helpers import FAST_CLIPVQA, toy_table
+
+        table, params = toy_table(32), dict(FAST_CLIPVQA, epochs=2)
+    else:
+        table, params = synthetic_table(60), dict(FAST_TORCH, epochs=3)
+    if not torch.cuda.is_available():
+        with pytest.raises(VqaPipeError, match="no CUDA device"):
+            create_regressor(name, device="cuda", **params).fit(table)
+        return
+    cpu = create_regressor(name, device="cpu", **params)
+    gpu = create_regressor(name, device="cuda", **params)
+    cpu.fit(table)
+    gpu.fit(table)
+    np.testing.assert_allclose(gpu.predict(table), cpu.predict(table), atol=0.05)

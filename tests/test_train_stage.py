@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_feature_import import import_videval
-from test_regressors import build_sample_store, write_sample_manifest
+from helpers import build_sample_store, import_videval, write_sample_manifest
 from vqa_pipe.pipeline.feature_table import FeatureError
 from vqa_pipe.pipeline.regressors import load_regressor
 from vqa_pipe.pipeline.report import PREDICTION_COLUMNS

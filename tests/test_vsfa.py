@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures.vsfa import seeded
-from test_regressors import FAST_VSFA, build_sample_store, synthetic_table
+from helpers import FAST_VSFA, build_sample_store, synthetic_table
 from vqa_pipe.pipeline.feature_table import (
     FRAME_COUNTS,
     FRAMES,

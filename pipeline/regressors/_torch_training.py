@@ -37,6 +37,7 @@ from vqa_pipe.pipeline.regressors import (
 )
 
 OPTIMIZERS = ("adamw", "adam")
+DEVICES = ("cpu", "cuda", "auto")
 SCHEDULES = ("cosine", "none", "step")
 EPOCH_SELECTION = ("srocc+plcc", "srocc")
 
@@ -55,6 +56,8 @@ TRAIN_PARAMS: tuple[Param, ...] = (
     Param("dropout", "float", 0.1, "dropout probability", low=0, high=1, high_open=True),
     Param("threads", "int", 1, "torch CPU threads while fitting/predicting (0: leave torch's "
           "setting)", low=0),
+    Param("device", "choice", "cpu", "where the network trains and predicts (cuda: the "
+          "first visible GPU; saved models load on the CPU)", choices=DEVICES),
     Param("select_by", "choice", "srocc+plcc", "validation score that picks the epoch",
           choices=EPOCH_SELECTION),
     Param("refit", "bool", True, "retrain on train + validation for the chosen number of "
@@ -79,17 +82,25 @@ def _val_score(y: np.ndarray, p: np.ndarray, select_by: str = "srocc+plcc") -> f
     return s + float(np.corrcoef(y, p)[0, 1])
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where ``module``'s weights are (CPU for a module without any)."""
+    first = next(module.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def predict_network(module: nn.Module, inputs: Mapping[str, np.ndarray],
                     batch_size: int = 256) -> np.ndarray:
-    """Network outputs for all videos, in evaluation mode, without gradients."""
+    """Network outputs for all videos, in evaluation mode, without gradients; batches go to
+    the module's device, the inputs stay in host memory."""
     module.eval()
+    device = module_device(module)
     n = len(next(iter(inputs.values())))
     out = []
     with torch.no_grad():
         for start in range(0, n, batch_size):
             batch = {k: torch.from_numpy(np.ascontiguousarray(v[start:start + batch_size]))
-                     for k, v in inputs.items()}
-            out.append(module(**batch).reshape(-1).double().numpy())
+                     .to(device, non_blocking=True) for k, v in inputs.items()}
+            out.append(module(**batch).reshape(-1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -137,6 +148,7 @@ def train_network(
     elif schedule == "step":  # per epoch, as VSFA.py sets it up
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 10),
                                                     gamma=0.8)
+    device = module_device(module)  # batches go there; the whole inputs stay in host memory
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
     target = torch.from_numpy(np.asarray(y, dtype=np.float32))
     use_val = val_inputs is not None and y_val is not None and len(y_val) >= 3
@@ -150,8 +162,9 @@ def train_network(
             idx = order[start:start + batch_size]
             if loss_cfg.needs_pairs and len(idx) < 2:
                 continue  # a single left-over video has no pairs; it is in the next epoch
-            pred = module(**{k: v[idx] for k, v in tensors.items()}).reshape(-1)
-            loss = loss_fn(pred, target[idx])
+            batch = {k: v[idx].to(device, non_blocking=True) for k, v in tensors.items()}
+            pred = module(**batch).reshape(-1)
+            loss = loss_fn(pred, target[idx].to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -259,9 +272,14 @@ class TorchRegressor(Regressor):
         x = self._standardise(inputs)
         xv = None if val_inputs is None else self._standardise(val_inputs)
         yv = None if y_val_unit is None else self._target.transform(y_val_unit)
-        self._net = self.build(self.input_shapes)
+        self._net = self.build(self.input_shapes).to(self._device())
         return train_network(self._net, x, self._target.transform(y_unit), xv, yv, self.params,
                              stop_after=stop_after)
+
+    def _device(self) -> str:
+        from vqa_pipe.pipeline.device import resolve_device
+
+        return resolve_device(self.params.get("device", "cpu"))
 
     def _fit_network(self, inputs, y_unit, val_inputs, y_val_unit) -> dict[str, Any]:
         info = self._train_once(inputs, y_unit, val_inputs, y_val_unit)
@@ -296,6 +314,7 @@ class TorchRegressor(Regressor):
 
     def _predict_unit(self, inputs) -> np.ndarray:
         with torch_threads(int(self.params["threads"])):
+            self._net.to(self._device())
             out = predict_network(self._net, self._standardise(inputs))
         slope, intercept = self._calibration
         return self._target.inverse(slope * out + intercept)

@@ -103,6 +103,8 @@ class ClipvqaRegressor(Regressor):
               "expected level", choices=DECODERS),
         Param("seed", "int", 0, "seed of the weights and of the batch order", low=0),
         Param("threads", "int", 1, "torch CPU threads (0: leave torch's setting)", low=0),
+        Param("device", "choice", "cpu", "where the head trains and predicts (cuda: the first "
+              "visible GPU; saved models load on the CPU)", choices=("cpu", "cuda", "auto")),
     )
 
     def _check_params(self) -> None:
@@ -184,18 +186,24 @@ class ClipvqaRegressor(Regressor):
         x = np.asarray(arr[idx], dtype=np.float32)
         if not np.isfinite(x).all():
             x = np.where(np.isfinite(x), x, self._fill[role])
-        return torch.from_numpy(np.ascontiguousarray(x))
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self._device(), non_blocking=True)
+
+    def _device(self) -> str:
+        from vqa_pipe.pipeline.device import resolve_device
+
+        return resolve_device(self.params["device"])
 
     def _probs(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        self._head.eval()
+        self._head.to(self._device()).eval()
         frames, keys = inputs[CLIP_FRAMES], inputs[CLIP_KEYS]
-        text = torch.from_numpy(self._level_text)
+        text = torch.from_numpy(self._level_text).to(self._device())
         out = []
         with torch.no_grad():
             for start in range(0, len(frames), PREDICT_BATCH):
                 sl = slice(start, start + PREDICT_BATCH)
                 out.append(self._head(self._batch(CLIP_FRAMES, frames, sl),
-                                      self._batch(CLIP_KEYS, keys, sl), text).double().numpy())
+                                      self._batch(CLIP_KEYS, keys, sl), text)
+                           .double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(LEVEL_WORDS)))
 
     def _decode_unit(self, probs: np.ndarray) -> np.ndarray:
@@ -215,9 +223,9 @@ class ClipvqaRegressor(Regressor):
             raise RegressorError(f"{self.who}: the level-word text embeddings hold NaN or inf")
         self._fill = {CLIP_FRAMES: _channel_means(frames), CLIP_KEYS: _channel_means(keys)}
         levels = TOP_LEVEL * np.asarray(y_unit, dtype=np.float64)
-        targets = torch.from_numpy(soft_labels(levels).astype(np.float32))
+        targets = torch.from_numpy(soft_labels(levels).astype(np.float32)).to(self._device())
         self._svr = SVRDecoder.fit(levels)
-        self._head = self._build(self.input_shapes)
+        self._head = self._build(self.input_shapes).to(self._device())
         groups = trainable_groups(self._head, float(p["weight_decay"]),
                                   train_logit_scale=bool(p["train_logit_scale"]),
                                   train_conv=bool(p["train_conv"]))
@@ -225,7 +233,7 @@ class ClipvqaRegressor(Regressor):
         n, size, epochs = len(levels), int(p["batch_size"]), int(p["epochs"])
         per_epoch = max(1, n // size)  # drop_last, as upstream's loader
         total, warmup = epochs * per_epoch, int(p["warmup_epochs"]) * per_epoch
-        text = torch.from_numpy(self._level_text)
+        text = torch.from_numpy(self._level_text).to(self._device())
         generator = torch.Generator().manual_seed(int(p["seed"]))
         use_val = val_inputs is not None and y_val_unit is not None and len(y_val_unit) >= 3
         best_score, best_epoch, best_state = -math.inf, epochs, None
