@@ -112,14 +112,8 @@ class ModelBundle:
         its flat branches fixed to the training layout."""
         from vqa_pipe.pipeline.feature_table import TableSpec
 
-        spec = TableSpec.from_json(self.meta.get("table_spec") or {})
-        if self.flat_layout and spec.flat_branches is None:
-            spec = TableSpec(
-                flat_branches=tuple(b for b, _, _ in self.flat_layout),
-                n_frames=spec.n_frames,
-                nan_policy=spec.nan_policy,
-            )
-        return spec
+        return TableSpec.from_json(self.meta.get("table_spec") or {}).with_layout(
+            self.flat_layout)
 
     def branch_arrays(self, branch: str) -> dict[str, np.ndarray]:
         """The training store's branch-wide arrays of ``branch`` (e.g. ``text_embeddings``)."""

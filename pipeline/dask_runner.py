@@ -14,10 +14,12 @@ each with its own ``CUDA_VISIBLE_DEVICES``, and pass the scheduler address.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vqa_pipe.pipeline.errors import VqaPipeError
 from vqa_pipe.pipeline.extraction import OnVideo, PartWork, plan_parts, process_parts
 from vqa_pipe.pipeline.store import FeatureStore
 
@@ -26,10 +28,12 @@ _WORKER_BRANCHES: dict[str, list] = {}
 
 def _worker_branches(spec: str) -> list:
     from vqa_pipe.pipeline.branches import build_branches
+    from vqa_pipe.pipeline.device import resolve_device
 
     if spec not in _WORKER_BRANCHES:
         _WORKER_BRANCHES.clear()  # one configuration per worker at a time: free the old models
         data = json.loads(spec)
+        data["device"] = resolve_device(data.get("device", "auto"))  # this worker's device
         _WORKER_BRANCHES[spec] = build_branches(data.pop("names"), **data)
     return _WORKER_BRANCHES[spec]
 
@@ -41,16 +45,43 @@ def extract_part(
     paths: dict[str, str],
     timeout: float,
     todo: list[str],
+    decoders: int = 1,
 ) -> dict[str, str | None]:
     """Run on a worker: extract the ``todo`` videos of one part (the client planned them; the
     part's other videos keep what the store holds); return each video's failure reason (None
-    when done)."""
+    when done). The worker's branches must be configured as the store records (another
+    open_clip, another file behind the same path: refused before anything is written)."""
+    from vqa_pipe.pipeline.branches import recorded_config
+    from vqa_pipe.pipeline.store import StoreError, config_differences
+
     branches = _worker_branches(spec)
     store = FeatureStore.open(store_path, writable=True)
+    for branch in branches:
+        diffs = config_differences(store.branch_config(branch.name), recorded_config(branch))
+        if diffs:
+            raise StoreError(
+                f"dask worker: its '{branch.name}' branch is not configured as {store_path} "
+                f"records ({'; '.join(diffs[:5])}): give every worker the same software and "
+                "weights"
+            )
     work = plan_parts(store, [b.name for b in branches], False, parts=[part], redo=todo)
     outcomes: dict[str, str | None] = {}
-    process_parts(store, work, branches, paths, timeout, outcomes.__setitem__)
+    process_parts(store, work, branches, paths, timeout, outcomes.__setitem__, decoders)
     return outcomes
+
+
+def _client(address: Any) -> Any:
+    """A dask client, or a one-line error naming the scheduler that cannot be reached."""
+    from dask.distributed import Client
+
+    try:
+        return Client(address, timeout="30s")
+    except (OSError, TimeoutError) as err:
+        raise DaskError(f"cannot reach the dask scheduler {address}: {err}") from None
+
+
+class DaskError(VqaPipeError):
+    """A dask cluster that cannot be used."""
 
 
 class DaskRunner:
@@ -71,9 +102,11 @@ class DaskRunner:
         timeout: float,
         workers: int = 2,
         scheduler: str | None = None,
+        decoders: int = 1,
     ) -> None:
         self.spec = json.dumps(dict(branch_spec), sort_keys=True, default=list)
         self.timeout = timeout
+        self.decoders = decoders
         self.workers = workers
         self.scheduler = scheduler
 
@@ -81,7 +114,7 @@ class DaskRunner:
         self, store: FeatureStore, work: list[PartWork], paths: dict[str, str], on_video: OnVideo
     ) -> None:
         import dask
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import LocalCluster, as_completed
 
         with dask.config.set({"distributed.worker.daemon": False}):
             cluster = None
@@ -93,18 +126,21 @@ class DaskRunner:
                     dashboard_address=None,
                 )
             try:
-                with Client(self.scheduler or cluster) as client:
+                run = uuid.uuid4().hex[:12]  # task keys unique to this run, store and part
+                with _client(self.scheduler or cluster) as client:
                     futures = {
                         client.submit(
                             extract_part,
-                            str(Path(store.path)),
+                            str(Path(store.path).resolve()),
                             w.part,
                             self.spec,
-                            {v: paths[v] for v in store.part_ids(w.part) if v in paths},
+                            {v: str(Path(paths[v]).resolve())
+                             for v in store.part_ids(w.part) if v in paths},
                             self.timeout,
                             list(w.todo),
+                            self.decoders,
                             pure=False,
-                            key=f"extract-part-{w.part}",
+                            key=f"extract-part-{w.part}-{run}",
                         ): w
                         for w in work
                     }

@@ -43,6 +43,7 @@ class PartWork:
     todo: list[str]  # videos to decode
     results: dict[str, dict[str, dict | str]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)  # every video of the part -> its file
+    fingerprints: dict[str, dict] = field(default_factory=dict)  # taken as each video starts
 
 
 def plan_parts(
@@ -75,12 +76,13 @@ def plan_parts(
             if not again:
                 continue
             need.append(branch)
-            status = store.status(branch)
+            status = store.part_status(branch, part)
+            reasons = dict(zip(status.video_ids, status.reason)) if status else {}
             done = [v for v in ids if v not in again and v not in failed]
             arrays = list(store.arrays(branch))
             per_array = {a: store.read(branch, a, done) for a in arrays}
             kept: dict[str, dict | str] = {v: {a: per_array[a][v] for a in arrays} for v in done}
-            kept.update({v: status[v].reason for v in failed - again})
+            kept.update({v: reasons.get(v, "failed") for v in failed - again})
             keep[branch] = kept
         if not need:
             continue
@@ -100,11 +102,12 @@ def process_parts(
 ) -> None:
     """Decode the work's videos once, feed the branches, write each part when it is whole.
 
-    ``decoders`` background decoder processes share the videos (video ``i`` goes to decoder
-    ``i mod decoders``), each with its own bounded queue and its own kill-on-timeout; this
-    process consumes all of them, one video in flight per decoder, so the models see the
-    frames of several videos interleaved. Memory stays bounded by the queues, whatever
-    ``decoders`` and the lengths of the videos.
+    ``decoders`` background decoder processes pull the videos, in order, from one shared
+    queue, each with its own bounded frame queue and its own kill-on-timeout; this process
+    consumes all of them, one video in flight per decoder, so the models see the frames of
+    several videos interleaved. A decoder may not start a video of a part more than
+    ``decoders`` parts ahead of the oldest part not yet written, so memory stays bounded by
+    ``decoders + 1`` open parts and the queues, whatever the lengths of the videos.
     """
     from vqa_pipe.pipeline.decode import decode_in_background
 
@@ -115,13 +118,12 @@ def process_parts(
         w.paths = {v: paths[v] for v in store.part_ids(w.part) if v in paths}
     items = [(vid, paths[vid]) for w in work for vid in w.todo]
     n = max(1, min(int(decoders), len(items)))
-    threads = decoder_threads(n)
-    streams = [
-        decode_in_background(items[i::n], plan, timeout_s=timeout, threads=threads)
-        for i in range(n) if items[i::n]
-    ]
-    events: queue.Queue = queue.Queue(maxsize=2 * len(streams))
     stop = threading.Event()
+    source = _GatedVideos(items, [owner[v].part for v, _ in items], window=n, stop=stop)
+    threads = decoder_threads(n)
+    streams = [decode_in_background(source, plan, timeout_s=timeout, threads=threads)
+               for _ in range(n)]
+    events: queue.Queue = queue.Queue(maxsize=2 * len(streams))
 
     def post(event: tuple) -> bool:
         while not stop.is_set():
@@ -172,6 +174,7 @@ def process_parts(
                 raise payload
             w = owner[key]
             if kind == "start":
+                w.fingerprints.update(fingerprints({key: paths[key]}))
                 need = [by_name[b] for b in w.branches if key not in w.keep[b]]
                 try:
                     feeds[key] = VideoFeed(payload, need, key)
@@ -187,8 +190,9 @@ def process_parts(
                         feeds[key] = None
                         failures[key] = f"{type(err).__name__}: {err}"
             elif kind == "end":
-                _finish(store, w, key, feeds.pop(key, None), payload, failures.pop(key, None),
-                        on_video)
+                if _finish(store, w, key, feeds.pop(key, None), payload,
+                           failures.pop(key, None), on_video):
+                    source.written(w.part)
     finally:
         stop.set()
         for stream in streams:
@@ -205,8 +209,10 @@ def _finish(
     error: BaseException | None,
     failure: str | None,
     on_video: OnVideo,
-) -> None:
-    """Record one video's arrays (or its failure); write its part when the part is whole."""
+) -> bool:
+    """Record one video's arrays (or its failure); write its part when the part is whole
+    (then True). The part's source fingerprints, taken when each video started, are written
+    before its status."""
     need = [b for b in w.branches if key not in w.keep[b]]
     reason = failure
     arrays: dict[str, dict | str] = {}
@@ -227,11 +233,49 @@ def _finish(
         w.results[name][key] = result
     on_video(key, reason)
     ids = store.part_ids(w.part)
-    if all(v in w.results[b] for b in w.branches for v in ids):
-        for branch in w.branches:
-            store.write_part(branch, w.part, w.results[branch])
-        w.results.clear()  # free the part's arrays
-        store.set_part_sources(w.part, fingerprints(w.paths))
+    if not all(v in w.results[b] for b in w.branches for v in ids):
+        return False
+    kept = {v: fp for v, fp in store.part_sources(w.part).items() if v not in w.todo}
+    store.set_part_sources(w.part, {**kept, **w.fingerprints})
+    for branch in w.branches:
+        store.write_part(branch, w.part, w.results[branch])
+    w.results.clear()  # free the part's arrays
+    return True
+
+
+class _GatedVideos:
+    """The videos to decode, pulled in order by several decoders (thread-safe), never more
+    than ``window`` parts ahead of the oldest part not yet written."""
+
+    def __init__(self, items: list, parts: list[int], window: int,
+                 stop: threading.Event) -> None:
+        self._items, self._parts = items, parts
+        self._next = 0
+        self._open = sorted(set(parts))  # parts not yet written, oldest first
+        self._window = max(1, window)
+        self._stop = stop
+        self._cond = threading.Condition()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._cond:
+            while True:
+                if self._stop.is_set() or self._next >= len(self._items):
+                    raise StopIteration
+                # the part is open until written: start it only among the oldest window+1
+                if self._parts[self._next] in self._open[: self._window + 1]:
+                    item = self._items[self._next]
+                    self._next += 1
+                    return item
+                self._cond.wait(timeout=0.2)
+
+    def written(self, part: int) -> None:
+        with self._cond:
+            if part in self._open:
+                self._open.remove(part)
+            self._cond.notify_all()
 
 
 def configure_store(
@@ -244,22 +288,42 @@ def configure_store(
 ) -> FeatureStore:
     """Create or open the store and record every branch's configuration.
 
-    A store made with another configuration (or video list, or part size) is refused, or with
-    ``on_config_change="replace"`` deleted and started afresh (what a DVC stage whose params
-    changed wants; only a folder that is a vqa-pipe store is ever deleted).
+    Everything is checked before anything is written, so a refused run leaves the store as
+    it was. A branch recorded with another configuration is refused, or with
+    ``on_config_change="replace"`` removed (that branch only: imported feature sets and other
+    branches stay); a store made from another video list or part size is refused, or with
+    ``replace`` deleted and started afresh. Only a folder that is a vqa-pipe store is ever
+    deleted.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if on_config_change not in ("error", "replace"):
         raise StoreError(
             f"on_config_change must be 'error' or 'replace', got {on_config_change!r}"
         )
-    if on_config_change == "replace" and Path(store_path, "zarr.json").is_file():
-        try:
-            check_store(store_path, video_ids, branches, part_size)
-        except StoreError as err:
-            FeatureStore.open(store_path)  # raises unless it really is a vqa-pipe store
-            log(f"replacing {store_path}: {str(err).splitlines()[0]}")
+    replace = on_config_change == "replace"
+    if Path(store_path, "zarr.json").is_file():
+        existing = FeatureStore.open(store_path)  # raises unless it is a vqa-pipe store
+        if existing.part_size != part_size or \
+                video_ids[: len(existing.video_ids)] != existing.video_ids:
+            if not replace:
+                FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)  # says why
+            log(f"replacing {store_path}: it was made with another video list or part size")
             shutil.rmtree(store_path)
+        else:
+            changed = {b.name: d for b in branches
+                       if (d := branch_differences(existing, b))}
+            if changed and not replace:
+                name, diffs = next(iter(changed.items()))
+                raise StoreError(
+                    f"{store_path} holds '{name}' features made with another configuration:\n  "
+                    + "\n  ".join(diffs) + "\nUse a new store (--store), or "
+                    "--on-config-change replace to extract that branch again"
+                )
+            if changed:
+                writable = FeatureStore.open(store_path, writable=True)
+                for name, diffs in changed.items():
+                    log(f"replacing '{name}' in {store_path}: {diffs[0]}")
+                    writable.remove_branch(name)
     store = FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)
     for branch in branches:
         store.ensure_branch(branch.name, recorded_config(branch))
@@ -268,18 +332,16 @@ def configure_store(
     return store
 
 
-def check_store(
-    store_path: str | Path, video_ids: list[str], branches: Sequence[Branch], part_size: int
-) -> None:
-    """Raise StoreError when the existing store does not fit this run (changes nothing)."""
-    store = FeatureStore.open(store_path)
-    if store.part_size != part_size or video_ids[: len(store.video_ids)] != store.video_ids:
-        raise StoreError(f"{store_path} was made with another video list or part size")
-    for branch in branches:
-        if branch.name in store.branches():
-            old = json.loads(json.dumps(store.branch_config(branch.name)))
-            if old != json.loads(json.dumps(recorded_config(branch))):
-                raise StoreError(f"{store_path} holds '{branch.name}' with another configuration")
+def branch_differences(store: FeatureStore, branch: Branch) -> list[str]:
+    """How ``branch`` differs from what ``store`` records for it ([] when it records nothing
+    or the same)."""
+    from vqa_pipe.pipeline.store import config_differences, store_identity
+
+    if branch.name not in store.branches():
+        return []
+    old = json.loads(json.dumps(store.branch_config(branch.name)))
+    new = json.loads(json.dumps(recorded_config(branch)))
+    return config_differences(store_identity(old), store_identity(new))
 
 
 def auto_decoders(device: str, cpus: int | None = None) -> int:

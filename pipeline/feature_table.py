@@ -296,6 +296,16 @@ class TableSpec:
         if self.clip_frames < 1:
             raise FeatureError(f"clip_frames must be >= 1, got {self.clip_frames}")
 
+    def with_layout(self, flat_layout: Sequence | None) -> TableSpec:
+        """This spec with its flat branches fixed to a trained model's layout (the
+        ``flat_layout`` a run records), unless it names them already: another dataset's
+        table then pools exactly the branches, in the order, the model was trained on."""
+        if not flat_layout or self.flat_branches is not None:
+            return self
+        from dataclasses import replace
+
+        return replace(self, flat_branches=tuple(entry[0] for entry in flat_layout))
+
     def to_json(self) -> dict:
         return {
             "flat_branches": None if self.flat_branches is None else list(self.flat_branches),
@@ -707,26 +717,10 @@ def apply_nan_policy(table: FeatureTable, policy: str) -> FeatureTable:
     return table
 
 
-def feature_definition(config: Mapping) -> dict:
-    """What must agree for features of one branch, extracted from two datasets, to mean the
-    same thing. Extracted branches: the whole configuration, with the weights reduced to their
-    identity (sha256, tag or random seed: the file's name and place may differ). Imported
-    feature sets: their name and width (the file is the data, not the definition)."""
-    config = dict(config)
-    if config.get("kind") == "imported":
-        return {k: config.get(k) for k in ("kind", "name", "n_features")}
-    config.pop("rescored_from", None)
-    weights = config.get("weights")
-    if isinstance(weights, Mapping):
-        keep = ("source", "seed") if weights.get("source") == "random" else ("source", "sha256")
-        config["weights"] = {k: weights.get(k) for k in keep}
-    return config
-
-
 def configuration_differences(train_configs: Mapping, other_configs: Mapping) -> list[str]:
     """``branch.key: train -> other`` for each difference in the definitions of the branches
     both tables were built from (see :func:`feature_definition`)."""
-    from vqa_pipe.pipeline.store import config_differences
+    from vqa_pipe.pipeline.store import config_differences, feature_definition
 
     diffs = []
     for branch in train_configs:

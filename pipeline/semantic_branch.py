@@ -61,6 +61,7 @@ class _VideoState:
     windows: list = field(default_factory=list)
     frame_emb: list = field(default_factory=list)
     frame_tokens: list = field(default_factory=list)
+    error: str | None = None  # set when a batch holding this video's images failed
 
 
 class SemanticBranch:
@@ -214,7 +215,18 @@ class SemanticBranch:
 
     def _flush(self) -> None:
         """Encode every pending window and frame crop, of all videos in flight, in one batch
-        each, and hand each video its rows (in its frames' order)."""
+        each, and hand each video its rows (in its frames' order). A batch that fails (e.g.
+        out of GPU memory) fails every video it held, each with the real reason."""
+        pending = [st for st, _ in self._windows] + [st for st, _ in self._frames]
+        try:
+            self._encode_pending()
+        except Exception as err:  # noqa: BLE001 - recorded on each video of the batch
+            self._windows, self._frames = [], []
+            reason = f"CLIP batch failed ({type(err).__name__}: {err})"
+            for state in pending:
+                state.error = state.error or reason
+
+    def _encode_pending(self) -> None:
         import torch
 
         if self._windows:
@@ -245,6 +257,8 @@ class SemanticBranch:
             st is state for st, _ in self._frames
         ):
             self._flush()  # with the other videos' pending images: one cross-video batch
+        if state.error:
+            raise RuntimeError(f"{state.key}: {state.error}")
         if not state.times:
             raise ValueError(f"{state.key}: no frames were decoded")
         missing = sorted({i for i in state.planned if i not in state.seen})

@@ -73,6 +73,8 @@ DAMAGED_PREFIX = "damaged: "
 EXPECTED_DTYPES: dict[str, str] = {
     "frame_scores": "float32",
     "window_embeddings": "float16",
+    "frame_embeddings": "float32",
+    "frame_tokens": "float16",
     "frame_times": "float32",
     "clip_maps": "float16",
     "clip_pooled": "float32",
@@ -174,6 +176,28 @@ def config_differences(
         elif old[key] != new[key]:
             diffs.append(f"{name}: {_short(old[key])} -> {_short(new[key])}")
     return diffs
+
+
+def store_identity(config: Mapping) -> dict:
+    """What must agree for a store to be resumed or written to with a branch: its whole
+    configuration, with the weights reduced to their identity (sha256, or the random seed:
+    the checkpoint's file name and folder may differ) and informational keys dropped."""
+    config = dict(config)
+    config.pop("rescored_from", None)
+    weights = config.get("weights")
+    if isinstance(weights, Mapping):
+        keep = ("source", "seed") if weights.get("source") == "random" else ("sha256",)
+        config["weights"] = {k: weights.get(k) for k in keep}
+    return config
+
+
+def feature_definition(config: Mapping) -> dict:
+    """What must agree for features of one branch, from two datasets' stores, to mean the same
+    thing: :func:`store_identity` for extracted branches; for imported feature sets their
+    name and width (the file is the data, not the definition)."""
+    if config.get("kind") == "imported":
+        return {k: config.get(k) for k in ("kind", "name", "n_features")}
+    return store_identity(config)
 
 
 def _short(value: Any) -> str:
@@ -451,7 +475,7 @@ class FeatureStore:
         config = _jsonable(dict(config))
         branches = dict(self._meta.get("branches", {}))
         if branch in branches:
-            diffs = config_differences(branches[branch], config)
+            diffs = config_differences(store_identity(branches[branch]), store_identity(config))
             if diffs:
                 raise StoreError(
                     f"{self.path} holds '{branch}' features made with another configuration:\n  "

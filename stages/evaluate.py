@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from vqa_pipe.pipeline.errors import VqaPipeError
@@ -100,9 +99,7 @@ def run_evaluate(
     options = config.get("options", {})
     roles = config.get("roles") or []
     spec = TableSpec.from_json(options.get("spec", {}))
-    layout = config.get("flat_layout") or []
-    if layout and spec.flat_branches is None:  # the branches the models were trained on
-        spec = replace(spec, flat_branches=tuple(b for b, _, _ in layout))
+    spec = spec.with_layout(config.get("flat_layout"))  # the branches the models were trained on
     regressor = options.get("regressor", "?")
     folders = model_folders(run_dir)
     name = dataset or Path(manifest).stem

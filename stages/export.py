@@ -18,7 +18,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +79,7 @@ class _Run:
         self.params = dict(options.get("params") or {})
         self.roles = list(self.config.get("roles") or [])
         self.flat_layout = list(self.config.get("flat_layout") or [])
-        spec = TableSpec.from_json(options.get("spec") or {})
-        if self.flat_layout and spec.flat_branches is None:
-            spec = replace(spec, flat_branches=tuple(b for b, _, _ in self.flat_layout))
-        self.spec = spec
+        self.spec = TableSpec.from_json(options.get("spec") or {}).with_layout(self.flat_layout)
         train = self.config.get("train") or {}
         self.dataset = str(train.get("name") or self.dir.parent.name)
         self.store = _find(str(train.get("store")), self.dir, "feature store")
@@ -235,7 +231,13 @@ def run_export(
         clip_pretrained, swin_weights: checkpoint files to record for scoring (their sha256
             must be the training store's).
     """
-    from vqa_pipe.pipeline.feature_table import FLAT, TableSpec, load_table
+    from vqa_pipe.pipeline.feature_table import (
+        FLAT,
+        TableSpec,
+        configuration_differences,
+        load_table,
+        shapes_match,
+    )
     from vqa_pipe.pipeline.layout import Layout
     from vqa_pipe.pipeline.prompts import parse_prompts
     from vqa_pipe.pipeline.regressors import load_regressor
@@ -261,7 +263,7 @@ def run_export(
             "weights": _check_weights_file(branch, config, given.get(branch)),
         }
         branch_arrays[branch] = _branch_meta_arrays(store, branch)
-        if branch == "semantic":
+        if branch == "semantic" and "prompts" in config:  # the windows view's descriptions
             spec = prompt_spec_from_config(config)
             prompts = parse_prompts(spec, where=f"prompts of {run.store}")
             if list(prompts.texts) != list(config["prompts"]["texts"]) or (
@@ -270,18 +272,29 @@ def run_export(
                 raise BundleError(f"the prompts of {run.store} cannot be rebuilt exactly")
             prompt_specs[branch] = spec
 
+    trained = run.config.get("features")
+    now = {b: store.branch_config(b) for b in branches}
+    diffs = (["the run's config.json does not record its feature configuration (trained by an "
+              "older vqa-pipe)"] if trained is None
+             else configuration_differences({b: trained[b] for b in branches if b in trained},
+                                            now))
+    if diffs:
+        raise BundleError(
+            f"the store {run.store} no longer holds the features {run.dir} was trained on: "
+            + "; ".join(diffs[:6]) + ". Retrain on the current store, or extract it as it was"
+        )
     table = run.table()
     for name, model in models.items():
         for role in run.roles:
             want = model.input_shapes.get(role)
             have = list(table.require(role).shape[1:])
-            if want is not None and list(want) != have:
+            if want is not None and not shapes_match(role, want, have):
                 raise BundleError(
                     f"model '{name}' of {run.dir} was fitted on '{role}' inputs of shape "
                     f"{tuple(want)}, but the run's store now gives {tuple(have)}"
                 )
     semantic_flat = None
-    if "semantic" in branches:
+    if "semantic" in branches and "frame_scores" in store.arrays("semantic"):
         sem = load_table(store, run.manifest, [FLAT],
                          TableSpec(flat_branches=("semantic",), n_frames=run.spec.n_frames,
                                    nan_policy=run.spec.nan_policy),
@@ -290,7 +303,12 @@ def run_export(
     stats = training_stats(table, semantic_flat)
 
     scales = Counter(table.scales)
-    scale = scales.most_common(1)[0][0]
+    if len(scales) > 1:
+        raise BundleError(
+            f"{run.dir} was trained on videos of several MOS scales ({', '.join(scales)}): a "
+            "bundle scores on one training scale; export a run trained on one dataset scale"
+        )
+    scale = next(iter(scales))
     metrics_path = run.dir / "metrics.json"
     metrics = _read_json(metrics_path) if metrics_path.is_file() else {}
     kind = "final" if list(chosen) == [FINAL] else (

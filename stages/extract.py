@@ -184,6 +184,13 @@ class SerialRunner:
         process_parts(store, work, self.branches, paths, self.timeout, on_video, self.decoders)
 
 
+def _device_of(branches: Sequence) -> str:
+    """The device the branches' models run on (``cuda`` if any of them does)."""
+    devices = [str(getattr(b, "device", "") or getattr(getattr(b, "clip", None), "device", ""))
+               for b in branches]
+    return next((d for d in devices if d.startswith("cuda")), "cpu")
+
+
 def run_extract(
     manifest: str | Path,
     store_path: str | Path,
@@ -212,7 +219,8 @@ def run_extract(
             lists more, the whole parts holding them.
         redo: video ids to extract again (their parts' other videos are kept).
         on_config_change: ``error`` (default) or ``replace`` an existing store made differently.
-        runner: where parts are processed (default: this process, :class:`SerialRunner`).
+        runner: where parts are processed (default: this process, :class:`SerialRunner`
+            with :func:`auto_decoders` decoders for the branches' device).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not branches:
@@ -239,7 +247,7 @@ def run_extract(
         redo = list(dict.fromkeys([*redo, *summary.changed]))
         work = plan_parts(store, names, retry_failed, parts=parts, redo=redo)
         _count_skipped(summary, store, names, work, parts)
-        runner = runner or SerialRunner(branches, timeout)
+        runner = runner or SerialRunner(branches, timeout, auto_decoders(_device_of(branches)))
         start = time.perf_counter()
         n_todo = sum(len(w.todo) for w in work)
         if n_todo:
@@ -343,15 +351,17 @@ def extract(
 
         spec = {
             "names": list(options.branches),
-            "device": device,
+            # resolved by each worker: 'auto' means that worker's GPU if it has one
+            "device": options.device,
             "random_weights": options.random_weights,
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in branch_options.items()},
+            **{k: _portable(v) for k, v in branch_options.items()},
         }
         runner = DaskRunner(
             spec,
             timeout=options.timeout,
             workers=options.workers or 2,
             scheduler=options.scheduler,
+            decoders=options.decoders or 1,
         )
     else:
         decoders = options.decoders or auto_decoders(device)
@@ -370,6 +380,16 @@ def extract(
         on_config_change=options.on_config_change,
         runner=runner,
     )
+
+
+def _portable(value: Any) -> Any:
+    """A branch option as a dask worker elsewhere can use it: lists for tuples, absolute
+    paths for existing files."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
 
 
 __all__ = [

@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def default_import_store(manifest: str | Path, name: str) -> Path:
-    """``features/<dataset>/<name>.zarr`` for a manifest ``.../<dataset>.csv``."""
-    return Path("features") / Path(manifest).stem / f"{name}.zarr"
+    """The dataset's store, ``features/<dataset>.zarr`` for a manifest ``.../<dataset>.csv``
+    (``pipeline.layout``): imported feature sets sit beside the extracted branches."""
+    from vqa_pipe.pipeline.layout import Layout
+
+    return Layout().store(Path(manifest).stem)
 
 
 def run_import(
@@ -45,12 +48,15 @@ def run_import(
     ``max_bytes``: the largest matrix (as float64) the import may hold in memory; a file
     declaring more is refused before anything is allocated.
     """
+    from vqa_pipe.pipeline.store_lock import writer_lock
+
     store_path = Path(store) if store is not None else default_import_store(manifest, name)
-    report = import_features(
-        matrix, manifest, store_path, name=name, key=key, id_column=id_column,
-        order_file=order_file, order_column=order_column, id_pattern=id_pattern,
-        part_size=part_size, replace=replace, max_bytes=max_bytes,
-    )
+    with writer_lock(store_path):  # never beside an extraction writing the same store
+        report = import_features(
+            matrix, manifest, store_path, name=name, key=key, id_column=id_column,
+            order_file=order_file, order_column=order_column, id_pattern=id_pattern,
+            part_size=part_size, replace=replace, max_bytes=max_bytes,
+        )
     for line in report.summary().splitlines():
         log.info(line)
     return report

@@ -55,8 +55,13 @@ def _read(path: Path) -> dict:
         raise ReportError(f"{path} is not valid JSON ({err})") from None
 
 
-def _median(summary: dict, metric: str) -> float:
-    stats = next(iter(summary.values()))  # the first (only) test set of the run
+WITHIN = "test"  # the test parts of a run's own splits (random, videval, konvid, official)
+
+
+def _median(summary: dict, metric: str, key: str | None = None) -> float:
+    """The median of ``metric`` over a run's splits for test set ``key`` (an evaluation's
+    only test set when None)."""
+    stats = next(iter(summary.values())) if key is None else summary[key]
     value = stats.get(metric, {}).get("median")
     return float("nan") if value is None else float(value)
 
@@ -74,19 +79,28 @@ def collect(
         for train in datasets:
             run = layout.run(train, regressor)
             metrics = _read(run / "metrics.json")
+            if WITHIN not in metrics["summary"]:
+                raise ReportError(
+                    f"{run} has no within-dataset test parts (protocol "
+                    f"{metrics.get('protocol', '?')}: test sets "
+                    f"{', '.join(metrics['summary']) or 'none'}); the report's diagonal needs "
+                    "a run with held-out test parts of its own dataset"
+                )
             cells.append(
                 Cell(
                     regressor,
                     train,
                     train,
-                    _median(metrics["summary"], "srocc"),
-                    _median(metrics["summary"], "plcc"),
+                    _median(metrics["summary"], "srocc", WITHIN),
+                    _median(metrics["summary"], "plcc", WITHIN),
                     int(metrics["n_splits"]),
                     True,
-                    _median(metrics["summary"], "plcc_logistic"),
+                    _median(metrics["summary"], "plcc_logistic", WITHIN),
                 )
             )
             for split in metrics["splits"]:
+                if split.get("test_set", WITHIN) != WITHIN:
+                    continue  # another dataset tested by the run (--test): not within
                 per_split.append(
                     {
                         "dataset": train,

@@ -18,6 +18,7 @@ import numpy as np
 from vqa_pipe.pipeline.clip_model import load_clip
 from vqa_pipe.pipeline.prompts import load_prompts, score_windows
 from vqa_pipe.pipeline.store import FeatureStore, StoreError
+from vqa_pipe.pipeline.store_lock import writer_lock
 
 BRANCH = "semantic"
 
@@ -91,6 +92,8 @@ def run_rescore(
     text = clip.encode_texts(list(new.texts)).numpy().astype(np.float32)
     config = {
         **cfg,
+        # the options a model bundle rebuilds the branch from follow the new scoring
+        **({"options": {**cfg["options"], "softmax": softmax}} if "options" in cfg else {}),
         "softmax": softmax,
         "prompts": new.to_config(),
         "feature_names": new.feature_names(),
@@ -99,6 +102,12 @@ def run_rescore(
             "prompts": cfg["prompts"]["sha256"],
         },
     }
+    with writer_lock(out):
+        return _write_rescored(source, out, src, cfg, config, text, groups, start,
+                               clip.random_weights)
+
+
+def _write_rescored(source, out, src, cfg, config, text, groups, start, random_weights):
     dst = FeatureStore.create_or_open(out, src.video_ids, part_size=src.part_size)
     dst.ensure_branch(BRANCH, config)
     dst.put_branch_array(BRANCH, "text_embeddings", text)
@@ -123,5 +132,5 @@ def run_rescore(
         written += 1
     dst.consolidate()
     return RescoreSummary(
-        Path(out), written, skipped, videos, time.perf_counter() - start, clip.random_weights
+        Path(out), written, skipped, videos, time.perf_counter() - start, random_weights
     )

@@ -13,7 +13,7 @@ How it runs:
    ``OUT/features.csv`` beside it) through the extract stage itself (``stages.extract``):
    resumable part by part, a failed video recorded with its reason, ``--workers`` /
    ``--scheduler`` as in ``extract``. A rerun skips done videos; a video whose file changed
-   (path, size or modification time) is extracted again.
+   (its fingerprint: size, modification time and a sampled digest) is extracted again.
 3. Predictions are made a chunk of videos at a time from the same model inputs training used
    (:func:`~vqa_pipe.pipeline.feature_table.load_table`), then explained
    (:mod:`vqa_pipe.pipeline.explain`).
@@ -156,6 +156,8 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[ScoreInput]:
 
 
 def _unique_ids(loose: list[tuple[Path, int]], taken: set[str]) -> list[str]:
+    """Each file's id: its stem, with as many parent folders as it takes to tell it from the
+    others; files that differ only in extension (``a.mp4``, ``a.mkv``) keep it."""
     parts = [list(p.absolute().with_suffix("").parts) for p, _ in loose]
     depth = [k for _, k in loose]
     while True:
@@ -168,8 +170,12 @@ def _unique_ids(loose: list[tuple[Path, int]], taken: set[str]) -> list[str]:
             return ids
         grown = False
         for i in clash:
+            full = list(loose[i][0].absolute().parts)
             if depth[i] < len(parts[i]):
                 depth[i] += 1
+                grown = True
+            elif parts[i] != full:  # the whole path is not enough: the extension tells them
+                parts[i], depth[i] = full, 1
                 grown = True
         if not grown:
             raise ScoreError(f"cannot give {ids[clash[0]]!r} a unique video id")
@@ -404,7 +410,7 @@ class _BundleScorer(_Scorer):
 
     def predict(self, store, manifest: Path, ids: list[str]) -> dict[str, tuple]:
         from vqa_pipe.pipeline.explain import predict_unit
-        from vqa_pipe.pipeline.feature_table import load_table
+        from vqa_pipe.pipeline.feature_table import load_table, shapes_match
         from vqa_pipe.pipeline.manifest import ManifestRow, read_manifest, write_manifest
 
         bundle = self.bundle
@@ -426,14 +432,15 @@ class _BundleScorer(_Scorer):
                                who=f"model {bundle.name}")
         shapes = bundle.meta.get("input_shapes") or {}
         for role in bundle.roles:
-            if role in shapes and list(table.require(role).shape[1:]) != list(shapes[role]):
+            if role in shapes and not shapes_match(role, table.require(role).shape[1:],
+                                                   shapes[role]):
                 raise ScoreError(
                     f"'{role}' inputs have shape {tuple(table.require(role).shape[1:])}, the "
                     f"model was trained on {tuple(shapes[role])}"
                 )
         unit = predict_unit(self.models, table.inputs)
         frames = times = {}
-        if "semantic" in self.branch_names:
+        if "semantic" in self.branch_names and "frame_scores" in store.arrays("semantic"):
             frames = store.read("semantic", "frame_scores", table.video_ids)
             times = store.read("semantic", "frame_times", table.video_ids)
         out: dict[str, tuple] = {}
@@ -482,6 +489,14 @@ def default_out(name: str) -> Path:
     from vqa_pipe.pipeline.layout import Layout
 
     return Layout().scores(re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+
+
+def _chunk_size(roles) -> int:
+    """Videos predicted at a time: fewer when the model reads per-clip maps or patch tokens
+    (megabytes per video) than when it reads pooled features."""
+    from vqa_pipe.pipeline.feature_table import CLIP_KEYS, SPATIAL_CLIP_MAPS, SPATIAL_MAPS
+
+    return 32 if {SPATIAL_MAPS, SPATIAL_CLIP_MAPS, CLIP_KEYS} & set(roles) else 256
 
 
 def run_score(
@@ -556,7 +571,7 @@ def run_score(
                 reasons.setdefault(vid, st.reason or f"not extracted ({st.state})")
     done = [v for v in ids if v not in reasons]
     results: dict[str, tuple] = {}
-    chunk = 32 if "spatial_maps" in getattr(getattr(scorer, "bundle", None), "roles", []) else 256
+    chunk = _chunk_size(getattr(getattr(scorer, "bundle", None), "roles", ()))
     bar = progress_bar(len(done), desc="score", unit="video", enabled=run.progress)
     try:
         for start in range(0, len(done), chunk):
@@ -673,7 +688,8 @@ def _shown_frames(curve: list[float] | None, n: int) -> list[tuple[int, str]]:
 
 def _write_report(folder: Path, summary: ScoreSummary, scorer: _Scorer, store, items,
                   branches, *, timeout: float, log) -> None:
-    """One PNG per scored video and ``index.html`` (when more than one video was scored)."""
+    """One PNG per scored video and ``index.html`` ranking them (failed videos listed with
+    their reason)."""
     from vqa_pipe.pipeline.bundle import prompt_spec_from_config
     from vqa_pipe.pipeline.decode import decode_in_background
     from vqa_pipe.pipeline.explain import window_probabilities
@@ -693,9 +709,9 @@ def _write_report(folder: Path, summary: ScoreSummary, scorer: _Scorer, store, i
     shown = {r.video: _shown_frames(r.explanation.frame_curve, len(r.explanation.frame_times))
              for r in ok}
     frames: dict[str, dict[int, Any]] = {r.video: {} for r in ok}
-    if semantic is not None and ok:
-        config = store.branch_config("semantic")
-        has_windows = "window_embeddings" in store.arrays("semantic")
+    config = store.branch_config("semantic") if semantic is not None else {}
+    if semantic is not None and ok and "window_embeddings" in store.arrays("semantic"):
+        has_windows = True
         text = store.branch_array("semantic", "text_embeddings")
         groups = parse_prompts(prompt_spec_from_config(config)).groups(config["softmax"])
         grid = WindowGrid(config["grid"][0], config["grid"][1], config["window_size"],
@@ -769,7 +785,7 @@ def _write_report(folder: Path, summary: ScoreSummary, scorer: _Scorer, store, i
         r.png = str(folder / name)
         why = r.contributions_text(summary.top) or r.deviations_text(summary.top)
         index_rows.append(IndexRow(r.video, "ok", r.score, r.score_100, why, name))
-    if len(summary.rows) > 1:
+    if summary.rows:
         summary.files["index"] = index_page(
             folder / "index.html", index_rows, title=f"Scores: {summary.model}",
             scale=summary.scale, random_weights=summary.random_weights)

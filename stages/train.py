@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -418,23 +419,20 @@ def run_train(
     table = load_table(train.store, train.manifest, cls.roles, opts.spec, dataset=train.label,
                        who=who)
     # other datasets get exactly the training table's flat branches, in the same order
-    layout = table.info.get("flat_layout") or []
-    test_spec = opts.spec
-    if layout and opts.spec.flat_branches is None:
-        test_spec = replace(opts.spec, flat_branches=tuple(b for b, _, _ in layout))
+    test_spec = opts.spec.with_layout(table.info.get("flat_layout"))
     external = {}
     for ref in tests:
         if ref.label in external or ref.label == table.dataset:
             raise TrainError(f"two datasets are named '{ref.label}'; give them distinct names")
         external[ref.label] = load_table(ref.store, ref.manifest, cls.roles, test_spec,
                                          dataset=ref.label, who=who)
-        # refused here, before any training, unless allowed (then noted in every output)
-        check_compatible(table, external[ref.label], cls.roles,
-                         allow_config_mismatch=opts.allow_config_mismatch)
     splits = build_splits(table, opts)
     left_out = sorted({v for s in splits for v in s.left_out})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("models", "final"):  # an earlier run's models must not mix with this one's
+        if (out / stale).is_dir():
+            shutil.rmtree(out / stale)
     write_json(out / "config.json", {
         "vqa_pipe_version": __version__,
         "stage": "train",

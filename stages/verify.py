@@ -340,6 +340,17 @@ def _what(err: Exception) -> str:
 
 
 def verify_store(path: str | Path, *, mark: bool = False) -> VerifyReport:
+    """See :func:`_verify`; with ``mark`` the store's writer lock is held (never beside an
+    extraction writing it)."""
+    if not mark:
+        return _verify(path, mark=False)
+    from vqa_pipe.pipeline.store_lock import writer_lock
+
+    with writer_lock(path):
+        return _verify(path, mark=True)
+
+
+def _verify(path: str | Path, *, mark: bool = False) -> VerifyReport:
     """Read everything in a feature store and check every invariant; optionally mark damage.
 
     Args:

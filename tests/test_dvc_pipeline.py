@@ -100,7 +100,7 @@ def test_repro_then_only_touched_stages_rerun(tiny_project):
     again = _run(["dvc", "repro"], tiny_project)
     assert _ran(again) == {"extract@demo", "train@demo-svr", "train@demo-ridge", "report",
                            "export", "score"}
-    assert "replacing features/demo.zarr" in again
+    assert "replacing 'semantic' in features/demo.zarr" in again
     from vqa_pipe.pipeline.store import FeatureStore
 
     store = FeatureStore.open(tiny_project / "features" / "demo.zarr")

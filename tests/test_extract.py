@@ -461,3 +461,74 @@ def test_a_video_changed_under_the_same_id_is_extracted_again(tmp_path, sample_v
         after[ids[1]], before[ids[1]])  # the new content's features
     third = run_extract(manifest, store, branches, part_size=2, progress=False)
     assert third.changed == [] and third.done == []  # recorded again: nothing to redo
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_refused_configuration_leaves_the_store_as_it_was(tmp_path, videos, branches):
+    """Every branch is checked before anything is written: a new branch asked for beside a
+    mismatching one is not added either."""
+    manifest, _ = videos
+    store = tmp_path / "s.zarr"
+    run_extract(manifest, store, branches, part_size=2, progress=False)
+    before = _snapshot(store)
+    other = build_branches(["spatial", "semantic"], **{**TINY, "max_frames": 2},
+                           spatial_clips=1)
+    with pytest.raises(StoreError, match="sampling.max_frames: 4 -> 2"):
+        run_extract(manifest, store, other, part_size=2, progress=False)
+    assert _snapshot(store) == before
+    assert FeatureStore.open(store).branches() == ["semantic"]
+
+
+def test_replace_removes_only_the_branch_that_changed(tmp_path, videos, branches):
+    """--on-config-change replace extracts the changed branch again; an imported feature set
+    in the same store stays as it was."""
+    from vqa_pipe.pipeline.feature_import import import_features
+
+    manifest, ids = videos
+    store = tmp_path / "s.zarr"
+    run_extract(manifest, store, branches, part_size=2, progress=False)
+    matrix = np.arange(len(ids) * 3, dtype=np.float64).reshape(len(ids), 3)
+    np.save(tmp_path / "extra.npy", matrix)
+    import_features(tmp_path / "extra.npy", manifest, store, name="extra")
+    extra_before = FeatureStore.open(store).read("extra", "features")
+    logs: list[str] = []
+    other = build_branches(["semantic"], **{**TINY, "max_frames": 2})
+    run_extract(manifest, store, other, part_size=2, progress=False,
+                on_config_change="replace", log=logs.append)
+    assert any(m.startswith("replacing 'semantic' in") for m in logs)
+    reopened = FeatureStore.open(store)
+    assert sorted(reopened.branches()) == ["extra", "semantic"]
+    assert reopened.branch_config("semantic")["sampling"]["max_frames"] == 2
+    assert all(len(v) <= 2 for v in reopened.read("semantic", "frame_times").values())
+    extra_after = reopened.read("extra", "features")
+    assert extra_after.keys() == extra_before.keys() == set(ids)
+    for vid in ids:
+        np.testing.assert_array_equal(extra_after[vid], extra_before[vid])
+
+
+def test_decoders_never_run_more_than_their_window_of_parts_ahead():
+    """The shared video queue holds a decoder back while the oldest unwritten part is more
+    than ``window`` parts behind, and lets it go as soon as that part is written."""
+    import threading
+
+    from vqa_pipe.pipeline.extraction import _GatedVideos
+
+    items = [(f"v{i}", f"p{i}") for i in range(8)]
+    parts = [0, 0, 1, 1, 2, 2, 3, 3]
+    stop = threading.Event()
+    gate = _GatedVideos(items, parts, window=1, stop=stop)
+    assert [next(gate)[0] for _ in range(4)] == ["v0", "v1", "v2", "v3"]  # parts 0 and 1
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(next(gate)), daemon=True)
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and got == []  # part 2 must wait for part 0
+    gate.written(0)
+    waiter.join(timeout=5.0)
+    assert got == [("v4", "p4")]
+    stop.set()  # a stopped run hands out nothing more
+    assert list(gate) == []

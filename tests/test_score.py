@@ -36,13 +36,15 @@ def _quiet(message: str) -> None:
     pass
 
 
-def _train(layout: Layout, manifest: Path, name: str, **branch_options) -> Path:
+def _train(layout: Layout, manifest: Path, name: str, regressor: str = "ridge",
+           params: dict | None = None, **branch_options) -> Path:
     branches = build_branches(["semantic"], **{**TINY, **branch_options})
     store = layout.store(name)
     run_extract(manifest, store, branches, progress=False, log=_quiet)
-    run_dir = layout.run(name, "ridge")
+    run_dir = layout.run(name, regressor)
     run_train(DatasetRef(store=store, manifest=manifest, name=name), run_dir,
-              TrainOptions(regressor="ridge", splits=2, test_ratio=0.3))
+              TrainOptions(regressor=regressor, splits=2, test_ratio=0.3, params=params or {},
+                           clip_frames=4))
     return run_dir
 
 
@@ -297,3 +299,40 @@ def test_collect_inputs(tmp_path, tiny_video):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ScoreError, match="holds no video files"):
         collect_inputs([tmp_path / "empty"])
+
+
+def test_export_refuses_a_run_whose_store_was_extracted_again_differently(project, tmp_path):
+    """The store a run points to was replaced with other features after training: the bundle
+    would record a configuration the model never saw, so export refuses and says what
+    changed."""
+    _, manifest, _ = project
+    layout = Layout(tmp_path)
+    run_dir = _train(layout, manifest, "demo", random_weights=True)
+    other = build_branches(["semantic"], **{**TINY, "grid": (2, 2)}, random_weights=True)
+    run_extract(manifest, layout.store("demo"), other, progress=False, log=_quiet,
+                on_config_change="replace")
+    with pytest.raises(BundleError, match="no longer holds the features.*grid"):
+        run_export(run_dir, tmp_path / "bundle", log=_quiet)
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_frame_view_only_clipvqa_model_exports_and_scores(project, tiny_video, tmp_path):
+    """CLIPVQA's features alone (the frame view, no windows, no description scores): the
+    bundle records no prompts, and scoring gives a score without description explanations."""
+    from helpers import FAST_CLIPVQA
+
+    _, manifest, _ = project
+    layout = Layout(tmp_path)
+    run_dir = _train(layout, manifest, "frames", "clipvqa", dict(FAST_CLIPVQA, epochs=2),
+                     random_weights=True, views=("frame",), clip_tokens=True)
+    bundle = run_export(run_dir, tmp_path / "bundle", log=_quiet)
+    assert bundle.meta["regressor"] == "clipvqa"
+    assert "prompts" not in bundle.branch_config("semantic")
+    printed = _ok(CliRunner().invoke(main, [
+        "score", str(bundle.path), str(tiny_video), "--random-weights", "--out",
+        str(tmp_path / "scores"), "--report", str(tmp_path / "r"), "--no-progress"]))
+    assert "1 of 1 videos scored" in printed
+    row = _rows(tmp_path / "scores" / "scores.csv")[tiny_video.stem]
+    assert row["status"] == "ok" and np.isfinite(float(row["score"]))
+    assert row["deviations"] == "" and row["contributions"] == ""
+    assert (tmp_path / "r" / "index.html").is_file()  # written for a single video too

@@ -205,3 +205,33 @@ def test_windows_of_several_videos_share_a_clip_batch():
     for key in "ab":
         for name, value in alone[key].items():
             np.testing.assert_allclose(together[key][name], value, atol=1e-3, err_msg=name)
+
+
+def test_a_failed_clip_batch_fails_every_video_it_held_and_the_branch_goes_on():
+    """A cross-video batch that fails (say, out of GPU memory) fails each video whose windows
+    were in it, with the real reason; videos started afterwards are encoded as usual."""
+    clip = load_clip(TINY_MODEL, random_weights=True)
+    branch = SemanticBranch(clip, load_prompts("default"), FrameSampling(None, None),
+                            grid=(2, 2), batch_windows=1000)
+    info = VideoInfo(width=64, height=48, fps=10.0, n_frames=2, duration_s=0.2)
+    rng = np.random.default_rng(1)
+    frames = [_Frame(i, rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)) for i in range(2)]
+    encode = clip.encode_images
+
+    def out_of_memory(images, **kw):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    clip.encode_images = out_of_memory
+    states = {k: branch.start_video(k, info) for k in "ab"}
+    for frame in frames:
+        for key in "ab":
+            branch.add_frame(states[key], frame)
+    for key in "ab":
+        with pytest.raises(RuntimeError, match=rf"{key}: CLIP batch failed .*out of memory"):
+            branch.finish_video(states[key])
+    clip.encode_images = encode
+    state = branch.start_video("c", info)
+    for frame in frames:
+        branch.add_frame(state, frame)
+    out = branch.finish_video(state)
+    assert out["window_embeddings"].shape[:2] == (2, 4)

@@ -312,3 +312,41 @@ def test_report_labels_linear_plcc_and_keeps_the_logistic_one(live_vqc, tmp_path
     with open(tmp_path / "out" / "cross_dataset.csv", newline="") as fh:
         assert next(csv.reader(fh))[:6] == ["regressor", "train", "test", "srocc", "plcc",
                                             "plcc_logistic"]
+
+
+def test_a_rerun_into_the_same_folder_keeps_no_stale_models(live_vqc, tmp_path):
+    out = tmp_path / "run"
+    run_train(live_vqc, out, TrainOptions(regressor="ridge", splits=3))
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["split00", "split01",
+                                                                   "split02"]
+    run_train(live_vqc, out, TrainOptions(regressor="ridge", splits=2))
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["split00", "split01"]
+
+
+def test_report_diagonal_reads_the_within_test_set_and_refuses_a_cross_only_run(
+    konvid, live_vqc, tmp_path
+):
+    """A run with --test holds two test sets: the diagonal is its own test parts, never the
+    other dataset; a run with no within-dataset test parts cannot fill the diagonal."""
+    from vqa_pipe.pipeline.layout import Layout
+    from vqa_pipe.stages.report import ReportError, run_report
+
+    layout = Layout(tmp_path)
+    run = layout.run("lv", "ridge")
+    run_train(live_vqc, run, TrainOptions(regressor="ridge", splits=2, save_models=False),
+              tests=[konvid])
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "lv.zarr").symlink_to(live_vqc.store)
+    run_report(["lv"], ["ridge"], out=tmp_path / "out", evaluate=False, layout=layout)
+    cell = json.loads((tmp_path / "out" / "metrics.json").read_text())["ridge"]["lv"]["lv"]
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    assert set(summary) == {"test", "konvid"}
+    assert cell["srocc"] == pytest.approx(summary["test"]["srocc"]["median"], abs=1e-6)
+    assert cell["srocc"] != pytest.approx(summary["konvid"]["srocc"]["median"], abs=1e-6)
+
+    cross_only = layout.run("kv", "ridge")
+    run_train(konvid, cross_only, TrainOptions(regressor="ridge", protocol="cross", splits=1,
+                                               save_models=False), tests=[live_vqc])
+    (tmp_path / "features" / "kv.zarr").symlink_to(konvid.store)
+    with pytest.raises(ReportError, match="no within-dataset test parts"):
+        run_report(["kv"], ["ridge"], out=tmp_path / "out2", evaluate=False, layout=layout)

@@ -46,10 +46,9 @@ def main(ctx: click.Context, params_file: str | None) -> None:
 
 def _defaults_from(params_file: str, command_name: str) -> dict:
     """The params section for one command, checked against the command's options."""
-    import yaml
+    from vqa_pipe.cli.options import read_yaml
 
-    with open(params_file) as fh:
-        params = yaml.safe_load(fh) or {}
+    params = read_yaml(params_file) or {}
     if not isinstance(params, dict):
         raise click.UsageError(f"{params_file}: expected a mapping of sections")
     section = params.get(command_name)

@@ -43,6 +43,35 @@ class LazyChoice(click.Choice):
         pass
 
 
+class ParsedText(click.ParamType):
+    """Text for a declared ``parse`` function; a value that is already structured (a YAML
+    list such as ``branches: [semantic, spatial]`` from ``--params``) passes through as is,
+    since every parse function also accepts parsed values."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return value
+
+
+PARSED_TEXT = ParsedText()
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; malformed YAML is a one-line usage error naming the file and
+    the place."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise click.UsageError(f"{path}: not valid YAML{at}: {problem}") from None
+
+
 def _parser_callback(parse: Callable[[Any], Any]) -> Callable:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is None:
@@ -77,7 +106,7 @@ def click_option(f: dataclasses.Field, annotation: Any, default: Any = NO_OVERRI
     if meta.get("choices") is not None:
         kwargs["type"] = LazyChoice(meta["choices"])
     elif meta.get("parse") is not None:
-        kwargs["type"] = click.STRING
+        kwargs["type"] = PARSED_TEXT
         kwargs["callback"] = _parser_callback(meta["parse"])
     elif kind in (int, float):
         bounded = meta.get("min") is not None or meta.get("max") is not None

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from vqa_pipe.cli.options import PARSED_TEXT, read_yaml
+
 
 def _names(ctx, param, value) -> list[str]:
     if isinstance(value, (list, tuple)):  # from a params file
@@ -14,8 +16,12 @@ def _names(ctx, param, value) -> list[str]:
 
 
 @click.command("report")
-@click.option("--datasets", callback=_names, help="Comma-separated dataset names.")
-@click.option("--regressors", callback=_names, help="Comma-separated regressors.")
+@click.option(
+    "--datasets", type=PARSED_TEXT, callback=_names, help="Comma-separated dataset names."
+)
+@click.option(
+    "--regressors", type=PARSED_TEXT, callback=_names, help="Comma-separated regressors."
+)
 @click.option(
     "--lists-from",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -43,9 +49,10 @@ def report(datasets, regressors, lists_from, evaluate, out):
     from vqa_pipe.stages.report import run_report
 
     if lists_from:
-        import yaml
-
-        top = yaml.safe_load(lists_from.read_text(encoding="utf-8")) or {}
+        top = read_yaml(lists_from) or {}
+        if not isinstance(top, dict):
+            raise click.UsageError(f"{lists_from}: expected a mapping with 'datasets' and "
+                                   "'regressors' lists")
         datasets = datasets or _names(None, None, top.get("datasets") or [])
         regressors = regressors or _names(None, None, top.get("regressors") or [])
     if not datasets or not regressors:

@@ -10,7 +10,8 @@ from vqa_pipe.cli.options import options_from
 from vqa_pipe.stages.extract import ExtractOptions
 from vqa_pipe.stages.score import ScoreOptions
 
-# extract's run options that score takes as they are (the branches come from the model)
+# extract's run options that score does not offer: the branches come from the model, and
+# the cache store is score's own (always every input video, replaced on a new model)
 _NOT_FOR_SCORE = ("branches", "redo", "on_config_change", "limit")
 
 

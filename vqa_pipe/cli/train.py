@@ -136,14 +136,20 @@ def regressors(name):
 
     if name:
         cls = get_regressor(name)
-        click.echo(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        click.echo(f"{name}: {_summary(cls)}")
         click.echo(f"reads: {', '.join(cls.roles)}")
         for line in describe_params(name):
             click.echo(f"  {line}")
         return
     for regressor in list_regressors():
         cls = get_regressor(regressor)
-        click.echo(f"{regressor:10s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        click.echo(f"{regressor:10s} {_summary(cls)}")
+
+
+def _summary(cls: type) -> str:
+    """The first line of a class's docstring ('' without one)."""
+    lines = (cls.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 @click.command("evaluate")
