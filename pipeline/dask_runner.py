@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from vqa_pipe.pipeline.errors import VqaPipeError
-from vqa_pipe.pipeline.extraction import OnVideo, PartWork, plan_parts, process_parts
+from vqa_pipe.pipeline.extraction import (
+    OnVideo,
+    PartWork,
+    branch_differences,
+    plan_parts,
+    process_parts,
+)
 from vqa_pipe.pipeline.store import FeatureStore
 
 _WORKER_BRANCHES: dict[str, list] = {}
@@ -51,13 +57,12 @@ def extract_part(
     part's other videos keep what the store holds); return each video's failure reason (None
     when done). The worker's branches must be configured as the store records (another
     open_clip, another file behind the same path: refused before anything is written)."""
-    from vqa_pipe.pipeline.branches import recorded_config
-    from vqa_pipe.pipeline.store import StoreError, config_differences
+    from vqa_pipe.pipeline.store import StoreError
 
     branches = _worker_branches(spec)
     store = FeatureStore.open(store_path, writable=True)
     for branch in branches:
-        diffs = config_differences(store.branch_config(branch.name), recorded_config(branch))
+        diffs = branch_differences(store, branch)
         if diffs:
             raise StoreError(
                 f"dask worker: its '{branch.name}' branch is not configured as {store_path} "

@@ -13,7 +13,7 @@ Three explanations, each computed from the model inputs the score itself came fr
   in MOS points of the training scale. For a model that is linear in its inputs (``ridge``) this
   is exactly ``sum_j coef_j (x_j - mean_j)`` over the description's columns, the contributions
   add up with the *reference* (the prediction with every description at its mean) to the score,
-  and nothing is approximated. For non-linear models (svr, mlp, gru, fused) each contribution
+  and nothing is approximated. For non-linear models (svr, mlp, gru) each contribution
   is the exact effect of that one replacement, but interactions make them not add up; the
   reference is reported so the gap can be seen. An ensemble's contribution is the mean of its
   members' (the replacement is linear in the average).
@@ -21,11 +21,13 @@ Three explanations, each computed from the model inputs the score itself came fr
   looks like frame t: the sequence input holds frame t's scores at every time step; pooled
   semantic features take frame t's scores as their mean and keep the video's own spread over
   time (std). It ranks frames (worst and best for the report) and shows how quality moves
-  along the video; for the temporal heads (mlp, gru, fused) it is their response to a one-frame
-  window. Inputs of other branches (Swin maps) stay as they are for the video.
+  along the video; for the temporal heads (mlp, gru) it is their response to a one-frame
+  window. Inputs of other branches (pooled Swin maps) stay as they are for the video.
 
-Models whose inputs carry the descriptions in a form not listed here (new roles) get
-deviations only, with a note; nothing is guessed.
+Models whose inputs carry the descriptions in a form not listed here, or that read per-clip
+maps (``fused``, ``fastvqa``: megabytes per video, copied once per description and frame),
+frame embeddings (``clipvqa``) or every frame's scores (``vsfa``) get deviations only, with a
+note; nothing is guessed.
 """
 
 from __future__ import annotations

@@ -90,6 +90,29 @@ def test_params_file_keys_are_option_names(tmp_path):
     assert "unknown keys ['n_splits']" in result.output and "'splits'" in result.output
 
 
+def test_params_file_lists_and_malformed_yaml(tmp_path):
+    """YAML lists are values like their comma-separated text; malformed YAML is one line
+    naming the file and the place."""
+    params = tmp_path / "p.yaml"
+    params.write_text("extract:\n  branches: [semantic, spatial]\n  grid: [2, 3]\n"
+                      "report:\n  datasets: [a, b]\n  regressors: [ridge]\n"
+                      "  evaluate: false\n")
+    missing = str(tmp_path / "none.csv")
+    result = CliRunner().invoke(main, ["--params", str(params), "extract", "--manifest", missing])
+    assert result.exit_code == 1 and "Invalid value" not in result.output
+    assert "none.csv" in result.output  # got past the options, to the missing manifest
+    result = CliRunner().invoke(main, ["--params", str(params), "report"])
+    assert result.exit_code == 1 and "runs/a/ridge/metrics.json" in result.output
+    params.write_text("extract:\n  branches: [semantic\n")
+    result = CliRunner().invoke(main, ["--params", str(params), "extract", "--help"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{params}: not valid YAML (line 3, column 1)" in result.output
+    lists = tmp_path / "lists.yaml"
+    lists.write_text("- a\n")
+    result = CliRunner().invoke(main, ["report", "--lists-from", str(lists)])
+    assert result.exit_code == 2 and "expected a mapping" in result.output
+
+
 def test_option_values_are_checked_with_one_line_errors(tmp_path):
     run = CliRunner().invoke
     for args, message in [
