@@ -242,7 +242,12 @@ class BackgroundDecoder(Iterator[VideoFrames]):
         if core.closed:
             return
         core.closed = True
-        self._gen.close()
+        try:
+            self._gen.close()
+        except ValueError:
+            # another thread is inside the generator: it sees ``closed`` within POLL_S and
+            # stops, and its own ``finally`` shuts the worker down
+            return
         core.shutdown()
 
     def __del__(self) -> None:
@@ -400,6 +405,9 @@ class _Core:
             deadline = time.monotonic() + self.timeout_s + grace
             message = None
             while message is None:
+                if self.closed:  # closed from another thread: stop waiting, never restart
+                    raise RuntimeError(f"decoding of {task.path} stopped: the background "
+                                       "decoder was closed")
                 try:
                     message = worker.results.get(timeout=POLL_S)
                 except queue.Empty:

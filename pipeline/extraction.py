@@ -39,11 +39,14 @@ class PartWork:
 
     part: int
     branches: list[str]  # branches this part still needs
-    keep: dict[str, dict[str, dict]]  # branch -> video id -> arrays already in the store
+    keep: dict[str, dict[str, object]]  # branch -> video id -> KEPT (done) or failure reason
     todo: list[str]  # videos to decode
-    results: dict[str, dict[str, dict | str]] = field(default_factory=dict)
-    paths: dict[str, str] = field(default_factory=dict)  # every video of the part -> its file
+    results: dict[str, dict[str, object]] = field(default_factory=dict)
     fingerprints: dict[str, dict] = field(default_factory=dict)  # taken as each video starts
+
+
+PENDING = {"pending": True}  # the source record of a video whose part is being rewritten
+KEPT = "<kept: arrays already in the store>"  # read back only when the part is rewritten
 
 
 def plan_parts(
@@ -56,7 +59,8 @@ def plan_parts(
     """Which parts still need which branches, and which videos must be decoded for them.
 
     A complete part is redone for the videos that failed (``retry_failed``) and for those in
-    ``redo``; its other videos keep their arrays (or their failure) as they are.
+    ``redo``; its other videos keep their arrays (or their failure) as they are. Their arrays
+    are read back only when the part is written (:data:`KEPT`), so planning holds no arrays.
     """
     redo_set = set(redo)
     unknown = sorted(redo_set - set(store.video_ids))
@@ -79,9 +83,7 @@ def plan_parts(
             status = store.part_status(branch, part)
             reasons = dict(zip(status.video_ids, status.reason)) if status else {}
             done = [v for v in ids if v not in again and v not in failed]
-            arrays = list(store.arrays(branch))
-            per_array = {a: store.read(branch, a, done) for a in arrays}
-            kept: dict[str, dict | str] = {v: {a: per_array[a][v] for a in arrays} for v in done}
+            kept: dict[str, object] = dict.fromkeys(done, KEPT)
             kept.update({v: reasons.get(v, "failed") for v in failed - again})
             keep[branch] = kept
         if not need:
@@ -106,20 +108,24 @@ def process_parts(
     queue, each with its own bounded frame queue and its own kill-on-timeout; this process
     consumes all of them, one video in flight per decoder, so the models see the frames of
     several videos interleaved. A decoder may not start a video of a part more than
-    ``decoders`` parts ahead of the oldest part not yet written, so memory stays bounded by
-    ``decoders + 1`` open parts and the queues, whatever the lengths of the videos.
+    ``decoders`` parts ahead of the oldest part not yet written (``decoders x (LOOKAHEAD - 1)``
+    in general, LOOKAHEAD = 2 videos queued per decoder), so memory stays bounded by that many
+    open parts plus one and the queues, whatever the lengths of the videos.
     """
     from vqa_pipe.pipeline.decode import decode_in_background
+    from vqa_pipe.pipeline.decode_worker import LOOKAHEAD
 
     by_name = {b.name: b for b in branches}
     plan = UnionPlan(tuple(b.plan() for b in branches))
     owner = {vid: w for w in work for vid in w.todo}
-    for w in work:
-        w.paths = {v: paths[v] for v in store.part_ids(w.part) if v in paths}
     items = [(vid, paths[vid]) for w in work for vid in w.todo]
     n = max(1, min(int(decoders), len(items)))
     stop = threading.Event()
-    source = _GatedVideos(items, [owner[v].part for v, _ in items], window=n, stop=stop)
+    # Each decoder blocked at the gate holds at most LOOKAHEAD - 1 videos it cannot hand on;
+    # a window of n * (LOOKAHEAD - 1) parts leaves at least one open part free of them, so the
+    # oldest part always completes (no deadlock)
+    source = _GatedVideos(items, [owner[v].part for v, _ in items],
+                          window=n * max(1, LOOKAHEAD - 1), stop=stop)
     threads = decoder_threads(n)
     streams = [decode_in_background(source, plan, timeout_s=timeout, threads=threads)
                for _ in range(n)]
@@ -196,7 +202,10 @@ def process_parts(
     finally:
         stop.set()
         for stream in streams:
-            stream.close()
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - never hide the error that got us here
+                pass
         for thread in threads:
             thread.join(timeout=30)
 
@@ -211,8 +220,8 @@ def _finish(
     on_video: OnVideo,
 ) -> bool:
     """Record one video's arrays (or its failure); write its part when the part is whole
-    (then True). The part's source fingerprints, taken when each video started, are written
-    before its status."""
+    (then True). The part's source fingerprints, taken when each video started, are recorded
+    after its arrays and status; a redone part's videos are marked pending meanwhile."""
     need = [b for b in w.branches if key not in w.keep[b]]
     reason = failure
     arrays: dict[str, dict | str] = {}
@@ -235,12 +244,28 @@ def _finish(
     ids = store.part_ids(w.part)
     if not all(v in w.results[b] for b in w.branches for v in ids):
         return False
-    kept = {v: fp for v, fp in store.part_sources(w.part).items() if v not in w.todo}
-    store.set_part_sources(w.part, {**kept, **w.fingerprints})
+    recorded = store.part_sources(w.part)
+    kept = {v: fp for v, fp in recorded.items() if v not in w.todo}
+    if any(v in recorded for v in w.todo):
+        # a part written before is being redone: until its new arrays are all written, its
+        # redone videos count as changed, so a crash in between redoes them (never stale
+        # arrays under a new fingerprint)
+        store.set_part_sources(w.part, {**kept, **{v: PENDING for v in w.todo}})
     for branch in w.branches:
-        store.write_part(branch, w.part, w.results[branch])
+        store.write_part(branch, w.part, _with_kept_arrays(store, branch, w.results[branch]))
+    store.set_part_sources(w.part, {**kept, **w.fingerprints})
     w.results.clear()  # free the part's arrays
     return True
+
+
+def _with_kept_arrays(store: FeatureStore, branch: str, results: dict) -> dict:
+    """A part's results with the arrays of its kept videos read back from the store."""
+    kept = [v for v, r in results.items() if r is KEPT]
+    if not kept:
+        return results
+    arrays = list(store.arrays(branch))
+    per_array = {a: store.read(branch, a, kept) for a in arrays}
+    return {**results, **{v: {a: per_array[a][v] for a in arrays} for v in kept}}
 
 
 class _GatedVideos:
@@ -251,7 +276,7 @@ class _GatedVideos:
                  stop: threading.Event) -> None:
         self._items, self._parts = items, parts
         self._next = 0
-        self._open = sorted(set(parts))  # parts not yet written, oldest first
+        self._open = list(dict.fromkeys(parts))  # parts not yet written, in hand-out order
         self._window = max(1, window)
         self._stop = stop
         self._cond = threading.Condition()
@@ -288,12 +313,12 @@ def configure_store(
 ) -> FeatureStore:
     """Create or open the store and record every branch's configuration.
 
-    Everything is checked before anything is written, so a refused run leaves the store as
-    it was. A branch recorded with another configuration is refused, or with
-    ``on_config_change="replace"`` removed (that branch only: imported feature sets and other
-    branches stay); a store made from another video list or part size is refused, or with
-    ``replace`` deleted and started afresh. Only a folder that is a vqa-pipe store is ever
-    deleted.
+    Every branch's configuration is checked before anything is written, so a run refused for
+    its configuration leaves the store as it was. A branch recorded with another
+    configuration is refused, or with ``on_config_change="replace"`` removed (that branch
+    only: imported feature sets and other branches stay); a store made from another video
+    list or part size is refused, or with ``replace`` deleted and started afresh. Only a
+    folder that is a vqa-pipe store is ever deleted.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if on_config_change not in ("error", "replace"):
@@ -304,9 +329,11 @@ def configure_store(
     if Path(store_path, "zarr.json").is_file():
         existing = FeatureStore.open(store_path)  # raises unless it is a vqa-pipe store
         if existing.part_size != part_size or \
-                video_ids[: len(existing.video_ids)] != existing.video_ids:
+                list(video_ids)[: len(existing.video_ids)] != list(existing.video_ids):
             if not replace:
                 FeatureStore.create_or_open(store_path, video_ids, part_size=part_size)  # says why
+                raise StoreError(f"{store_path} was made with another video list or part size; "
+                                 "use a new store (--store) or --on-config-change replace")
             log(f"replacing {store_path}: it was made with another video list or part size")
             shutil.rmtree(store_path)
         else:
@@ -386,6 +413,9 @@ def changed_videos(
     for part in range(store.n_parts) if parts is None else parts:
         for vid, recorded in store.part_sources(part).items():
             if vid not in paths:
+                continue
+            if recorded == PENDING:  # its part was being rewritten when the run stopped
+                changed.append(vid)
                 continue
             try:
                 change = compare_fingerprint(FileFingerprint.from_dict(recorded), paths[vid])

@@ -198,6 +198,8 @@ class SemanticBranch:
 
         if frame.index in state.seen:  # a plan may name a frame twice; it is decoded once
             return
+        if state.error:  # a batch holding this video failed: it fails; spend nothing more
+            return
         state.seen[frame.index] = len(state.times)
         state.times.append(float(frame.time_s))
         if "windows" in self.views:

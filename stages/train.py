@@ -426,6 +426,9 @@ def run_train(
             raise TrainError(f"two datasets are named '{ref.label}'; give them distinct names")
         external[ref.label] = load_table(ref.store, ref.manifest, cls.roles, test_spec,
                                          dataset=ref.label, who=who)
+        # refused here, before the run folder is touched (its earlier run stays as it was)
+        check_compatible(table, external[ref.label], cls.roles,
+                         allow_config_mismatch=opts.allow_config_mismatch)
     splits = build_splits(table, opts)
     left_out = sorted({v for s in splits for v in s.left_out})
     out = Path(out)

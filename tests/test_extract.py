@@ -532,3 +532,39 @@ def test_decoders_never_run_more_than_their_window_of_parts_ahead():
     assert got == [("v4", "p4")]
     stop.set()  # a stopped run hands out nothing more
     assert list(gate) == []
+
+
+def test_a_crash_while_a_changed_part_is_rewritten_redoes_it(tmp_path, sample_videos, branches,
+                                                             monkeypatch):
+    """The new fingerprints are recorded only after the part's arrays: a crash in between
+    leaves the redone videos marked pending, and the next run extracts them again (never old
+    arrays under a new fingerprint)."""
+    folder = tmp_path / "v"
+    folder.mkdir()
+    rows = []
+    for name in REAL[:2]:
+        shutil.copy(sample_videos[name]["path"], folder / name)
+        rows.append(ManifestRow(folder.joinpath(name).stem, folder / name, 3.0, "1-5"))
+    manifest = write_manifest(rows, tmp_path / "m.csv")
+    store = tmp_path / "s.zarr"
+    run_extract(manifest, store, branches, part_size=2, progress=False)
+    shutil.copy(sample_videos[REAL[2]]["path"], folder / REAL[1])  # new content, same id
+    changed = rows[1].video_id
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("power cut (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FeatureStore, "write_part", crash)
+        with pytest.raises(RuntimeError, match="power cut"):
+            run_extract(manifest, store, branches, part_size=2, progress=False)
+    again = run_extract(manifest, store, branches, part_size=2, progress=False)
+    assert again.changed == [changed] and again.done == [changed]
+    fresh = run_extract(write_manifest([ManifestRow(changed, folder / REAL[1], 3.0, "1-5")],
+                                       tmp_path / "one.csv"),
+                        tmp_path / "one.zarr", branches, part_size=1, progress=False)
+    assert fresh.done == [changed]
+    np.testing.assert_array_equal(
+        FeatureStore.open(store).read("semantic", "frame_scores")[changed],
+        FeatureStore.open(tmp_path / "one.zarr").read("semantic", "frame_scores")[changed])
+    assert run_extract(manifest, store, branches, part_size=2, progress=False).changed == []

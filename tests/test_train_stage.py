@@ -321,6 +321,20 @@ def test_a_rerun_into_the_same_folder_keeps_no_stale_models(live_vqc, tmp_path):
                                                                    "split02"]
     run_train(live_vqc, out, TrainOptions(regressor="ridge", splits=2))
     assert sorted(p.name for p in (out / "models").iterdir()) == ["split00", "split01"]
+    # a run refused before training (a test set with other features) leaves the last run be
+    from vqa_pipe.pipeline.feature_import import import_features
+    from vqa_pipe.pipeline.manifest import read_manifest
+
+    n = len(read_manifest(live_vqc.manifest))
+    np.save(tmp_path / "narrow.npy", np.random.default_rng(0).normal(size=(n, 5)))
+    import_features(tmp_path / "narrow.npy", live_vqc.manifest, tmp_path / "narrow.zarr",
+                    name="videval")
+    narrow = DatasetRef(store=tmp_path / "narrow.zarr", manifest=live_vqc.manifest,
+                        name="narrow")
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(FeatureError, match="shape"):
+        run_train(live_vqc, out, TrainOptions(regressor="ridge", splits=3), tests=[narrow])
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
 def test_report_diagonal_reads_the_within_test_set_and_refuses_a_cross_only_run(
@@ -337,10 +351,16 @@ def test_report_diagonal_reads_the_within_test_set_and_refuses_a_cross_only_run(
               tests=[konvid])
     (tmp_path / "features").mkdir()
     (tmp_path / "features" / "lv.zarr").symlink_to(live_vqc.store)
+    metrics = json.loads((run / "metrics.json").read_text())
+    summary = metrics["summary"]
+    assert set(summary) == {"test", "konvid"}
+    # the other dataset listed first: the diagonal must still be the run's own test parts
+    metrics["summary"] = {"konvid": summary["konvid"], "test": summary["test"]}
+    (run / "metrics.json").write_text(json.dumps(metrics))
     run_report(["lv"], ["ridge"], out=tmp_path / "out", evaluate=False, layout=layout)
     cell = json.loads((tmp_path / "out" / "metrics.json").read_text())["ridge"]["lv"]["lv"]
-    summary = json.loads((run / "metrics.json").read_text())["summary"]
-    assert set(summary) == {"test", "konvid"}
+    with open(tmp_path / "out" / "per_split.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 2  # the two splits' own test parts only
     assert cell["srocc"] == pytest.approx(summary["test"]["srocc"]["median"], abs=1e-6)
     assert cell["srocc"] != pytest.approx(summary["konvid"]["srocc"]["median"], abs=1e-6)
 
