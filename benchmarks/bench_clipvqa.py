@@ -34,16 +34,20 @@ import argparse
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from vqa_pipe.pipeline.feature_table import CLIP_FRAMES, CLIP_KEYS, LEVEL_TEXT, FeatureTable
-from vqa_pipe.pipeline.metrics import srocc
-from vqa_pipe.pipeline.regressors import create_regressor
-from vqa_pipe.pipeline.splits import random_splits
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, never an installed copy
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from vqa_pipe.pipeline.feature_table import CLIP_FRAMES, CLIP_KEYS, LEVEL_TEXT, FeatureTable  # noqa: E402
+from vqa_pipe.pipeline.metrics import srocc  # noqa: E402
+from vqa_pipe.pipeline.regressors import create_regressor  # noqa: E402
+from vqa_pipe.pipeline.splits import random_splits  # noqa: E402
 
 DIM, WIDTH, PATCHES, WINDOWS, LEVELS = 512, 768, 196, 9, 6
 

@@ -20,9 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from vqa_pipe.pipeline.decode import FrameSampling, decode_in_background, iter_frames, probe
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, never an installed copy
+
+from vqa_pipe.pipeline.decode import FrameSampling, decode_in_background, iter_frames, probe  # noqa: E402
+
 DEFAULT_VIDEOS = REPO.parent / "shared" / "data" / "videos"
 
 

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from vqa_pipe.pipeline.fragments import clip_rng, fragment_layout
-from vqa_pipe.pipeline.swin_backbone import build_backbone
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, never an installed copy
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from vqa_pipe.pipeline.fragments import clip_rng, fragment_layout  # noqa: E402
+from vqa_pipe.pipeline.swin_backbone import build_backbone  # noqa: E402
+
 DEFAULT_VIDEOS = REPO.parent / "shared" / "data" / "videos"
 VIDEOS = ("konvid_10053703034.mp4", "lsvq_1724.mp4", "kinetics_FEQ-gdkTN4Q_000008_000018.mp4")
 

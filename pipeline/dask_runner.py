@@ -33,6 +33,9 @@ _WORKER_BRANCHES: dict[str, list] = {}
 
 
 def _worker_branches(spec: str) -> list:
+    from vqa_pipe.pipeline.device import idle_openmp_threads_sleep
+
+    idle_openmp_threads_sleep()  # a worker started by `dask worker` may not have torch yet
     from vqa_pipe.pipeline.branches import build_branches
     from vqa_pipe.pipeline.device import resolve_device
 

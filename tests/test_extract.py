@@ -568,3 +568,29 @@ def test_a_crash_while_a_changed_part_is_rewritten_redoes_it(tmp_path, sample_vi
         FeatureStore.open(store).read("semantic", "frame_scores")[changed],
         FeatureStore.open(tmp_path / "one.zarr").read("semantic", "frame_scores")[changed])
     assert run_extract(manifest, store, branches, part_size=2, progress=False).changed == []
+
+
+_OPENMP_PROBE = """
+import os, sys
+from click.testing import CliRunner
+from vqa_pipe.cli import main
+result = CliRunner().invoke(main, ["regressors"])
+assert result.exit_code == 0, result.output
+print(os.environ.get("OMP_WAIT_POLICY"))
+import torch
+from vqa_pipe.pipeline.device import idle_openmp_threads_sleep
+print(idle_openmp_threads_sleep())  # torch is loaded: too late, nothing changes
+"""
+
+
+@pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
+def test_the_cli_makes_idle_openmp_threads_sleep_unless_the_user_chose(user_policy):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    out = subprocess.run([sys.executable, "-c", _OPENMP_PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [user_policy or "PASSIVE", "False"]

@@ -40,6 +40,9 @@ class _Root(click.Group):
 @click.pass_context
 def main(ctx: click.Context, params_file: str | None) -> None:
     """Blind video quality assessment: extract features once, regress in seconds."""
+    from vqa_pipe.pipeline.device import idle_openmp_threads_sleep
+
+    idle_openmp_threads_sleep()  # before any command imports torch
     if params_file and ctx.invoked_subcommand:
         ctx.default_map = _defaults_from(params_file, ctx.invoked_subcommand)
 
