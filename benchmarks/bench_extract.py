@@ -194,11 +194,14 @@ def compute_bound(args, manifest: Path, work: Path) -> dict:
     branch.clip.encode_images = encode
     batches = sizes[-len(sizes) // (args.repeats + 1):]  # one run's batches (the last)
     size = branch.clip.image_size
-    data = torch.randint(0, 256, (max(batches), 3, size, size), dtype=torch.uint8)
+    # the input form extraction sends: a list of (S, S, 3) uint8 window views of HWC frames
+    # (copied into the model's reused input buffer, channels-last), not an (N, 3, S, S) batch
+    frame = torch.randint(0, 256, (max(batches), size, size, 3), dtype=torch.uint8)
+    views = [frame[i] for i in range(max(batches))]
 
     def bare() -> None:
         for n in batches:
-            encode(data[:n])
+            encode(views[:n])
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 

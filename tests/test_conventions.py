@@ -244,3 +244,25 @@ def test_test_modules_share_helpers_through_one_module_not_each_other():
                 a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
             offenders += [f"{path.name}: {n}" for n in names if n and n.startswith("test_")]
     assert offenders == []  # shared helpers live in tests/helpers.py, fixtures in conftest.py
+
+
+_IMPORT_PROBE = """
+import sys
+from click.testing import CliRunner
+from vqa_pipe.cli import main
+runner = CliRunner()
+assert runner.invoke(main, ["--help"]).exit_code == 0
+for name in sorted(main.commands):
+    result = runner.invoke(main, [name, "--help"])
+    assert result.exit_code == 0, (name, result.output)
+print(" ".join(m for m in ("torch", "dask", "sklearn", "zarr", "open_clip") if m in sys.modules))
+"""
+
+
+def test_help_of_every_command_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == ""  # e.g. "torch dask" when a command module imports them at the top
