@@ -2,8 +2,9 @@
 
 Builds (once, in ``--workdir``) for each N in ``--sizes``:
 
-* a *flat* store: N videos x 68 features imported with ``features import`` (part size 32
-  unless ``--part-size``), loaded as the ``flat`` role (what ``ridge`` and ``svr`` read);
+* a *flat* store: N videos x 68 features (``--width``) imported with ``features import``
+  (part size 32 unless ``--part-size``), loaded as the ``flat`` role (what ``ridge`` and
+  ``svr`` read);
 * a *frames* store: N videos x F frames x 68 ``semantic/frame_scores`` (F uniform in
   28..36, float32), loaded as the ``sequence`` role (what ``mlp`` and ``gru`` read).
 
@@ -57,8 +58,8 @@ def _manifest(folder: Path, n: int, seed: int):
     return ids
 
 
-def build_flat(folder: Path, n: int, part_size: int) -> Path:
-    """N x 68 features through `features import` (the issue's setup)."""
+def build_flat(folder: Path, n: int, part_size: int, width: int = N_FEATURES) -> Path:
+    """N x ``width`` features through `features import` (the issue's setup: 68 to 800)."""
     import numpy as np
     from vqa_pipe.pipeline.feature_import import import_features
 
@@ -66,7 +67,7 @@ def build_flat(folder: Path, n: int, part_size: int) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     _manifest(folder, n, seed=0)
-    np.save(folder / "x.npy", np.random.default_rng(1).standard_normal((n, N_FEATURES)))
+    np.save(folder / "x.npy", np.random.default_rng(1).standard_normal((n, width)))
     import_features(folder / "x.npy", folder / "m.csv", folder / "s.zarr", name="feat",
                     part_size=part_size)
     (folder / "done").write_text("")
@@ -141,6 +142,8 @@ def main() -> None:
     parser.add_argument("--part-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vqa-pipe-bench-table"))
+    parser.add_argument("--width", type=int, default=N_FEATURES,
+                        help="features per video of the flat store (the issue: 68 to 800)")
     parser.add_argument("--kinds", nargs="+", default=["flat", "frames"],
                         choices=["flat", "frames"])
     parser.add_argument("--train", nargs="*", metavar="REGRESSOR",
@@ -161,9 +164,13 @@ def main() -> None:
     for kind in args.kinds:
         role = "FLAT" if kind == "flat" else "SEQUENCE"
         for n in args.sizes:
-            folder = args.workdir / f"{kind}-{n}-p{args.part_size}"
+            width = f"-w{args.width}" if kind == "flat" and args.width != N_FEATURES else ""
+            folder = args.workdir / f"{kind}-{n}-p{args.part_size}{width}"
             t0 = time.perf_counter()
-            (build_flat if kind == "flat" else build_frames)(folder, n, args.part_size)
+            if kind == "flat":
+                build_flat(folder, n, args.part_size, args.width)
+            else:
+                build_frames(folder, n, args.part_size)
             built = time.perf_counter() - t0
             store_mb = sum(p.stat().st_size for p in (folder / "s.zarr").rglob("*")
                            if p.is_file()) / 2**20
