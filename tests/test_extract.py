@@ -571,7 +571,7 @@ def test_a_crash_while_a_changed_part_is_rewritten_redoes_it(tmp_path, sample_vi
 
 
 _OPENMP_PROBE = """
-import os, sys
+import os
 from click.testing import CliRunner
 from vqa_pipe.cli import main
 result = CliRunner().invoke(main, ["regressors"])
