@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -127,20 +126,19 @@ def test_tsn_sampling_refuses_bad_settings():
 
 
 # ------------------------------------------------------------------------ embeddings
-def seeded_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """The weights regenerate.py gives CLIPVQA's code (same rule, written out again here)."""
-    out = {}
-    for key in sorted(shapes):
-        rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
-        value = rng.standard_normal(shapes[key]).astype(np.float32)
-        if key == "logit_scale":
-            value = np.full(shapes[key], np.log(100.0), dtype=np.float32)
-        elif ("ln" in key.split(".")[-2] if "." in key else False) and key.endswith(".weight"):
-            value = (1.0 + 0.1 * value).astype(np.float32)
-        else:
-            value = (0.2 * value).astype(np.float32)
-        out[key] = value
-    return out
+def _regenerate_module():
+    """The fixture script itself (stdlib and numpy at import; upstream only in main()): its
+    ``seeded_state`` is the weight rule the fixtures were made with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("clip_regenerate", FIXTURES / "regenerate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.SEED == SEED, "regenerate.py's seed is not the fixtures' seed"
+    return module
+
+
+seeded_state = _regenerate_module().seeded_state
 
 
 @pytest.fixture(scope="module")
