@@ -202,4 +202,12 @@ def toy_table(n: int = 96, n_frames: int = 8, dim: int = 64, n_keys: int = 4, wi
     )
 
 
+def fixture_module(path: Path, name: str):
+    """A fixture folder's Python file (its seeded weight rules) loaded as a module; these files
+    import only the standard library and numpy at the top (upstream code only in ``main()``)."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

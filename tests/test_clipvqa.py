@@ -8,7 +8,6 @@ rebuild the same weights and inputs and run this project's modules.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import FAST_CLIPVQA as FAST
-from helpers import toy_table
+from helpers import fixture_module, toy_table
 from vqa_pipe.pipeline import clipvqa as cv
 from vqa_pipe.pipeline.feature_table import (
     CLIP_FRAMES,
@@ -36,9 +35,7 @@ from vqa_pipe.pipeline.regressors import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "clipvqa"
-_spec = importlib.util.spec_from_file_location("clipvqa_seeded", FIXTURES / "seeded.py")
-seeded = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seeded)
+seeded = fixture_module(FIXTURES / "seeded.py", "clipvqa_seeded")
 REF = dict(np.load(FIXTURES / "reference.npz"))
 META = json.loads((FIXTURES / "reference.json").read_text())
 RTOL, ATOL = 1e-5, 2e-6  # float32 rounding

@@ -6,7 +6,6 @@ made). The same seeded weights and inputs are rebuilt here from ``seeded.py``.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fixture_module
 from vqa_pipe.pipeline.feature_table import SPATIAL_CLIP_MAPS, FeatureTable, TableSpec, load_table
 from vqa_pipe.pipeline.fragments import ClipPlan, clip_offset_rng, fragment_layout
 from vqa_pipe.pipeline.regressors import RegressorError, create_regressor, load_regressor
@@ -28,9 +28,7 @@ from vqa_pipe.pipeline.vqa_head import (
 from vqa_pipe.pipeline.weights import WeightsError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fastvqa"
-_spec = importlib.util.spec_from_file_location("fastvqa_seeded", FIXTURES / "seeded.py")
-seeded = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seeded)
+seeded = fixture_module(FIXTURES / "seeded.py", "fastvqa_seeded")
 
 META = json.loads((FIXTURES / "fastvqa.json").read_text())
 OUT = dict(np.load(FIXTURES / "outputs.npz"))

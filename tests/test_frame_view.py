@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fixture_module
 from vqa_pipe.pipeline.decode import VideoInfo, iter_frames
 from vqa_pipe.pipeline.frame_sampling import TSNSampling
 from vqa_pipe.pipeline.frame_view import (
@@ -126,19 +127,10 @@ def test_tsn_sampling_refuses_bad_settings():
 
 
 # ------------------------------------------------------------------------ embeddings
-def _regenerate_module():
-    """The fixture script itself (stdlib and numpy at import; upstream only in main()): its
-    ``seeded_state`` is the weight rule the fixtures were made with."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("clip_regenerate", FIXTURES / "regenerate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.SEED == SEED, "regenerate.py's seed is not the fixtures' seed"
-    return module
-
-
-seeded_state = _regenerate_module().seeded_state
+# the weight rule the fixtures were made with: regenerate.py's own seeded_state
+_regenerate = fixture_module(FIXTURES / "regenerate.py", "clip_regenerate")
+assert _regenerate.SEED == SEED, "regenerate.py's seed is not the fixtures' seed"
+seeded_state = _regenerate.seeded_state
 
 
 @pytest.fixture(scope="module")
