@@ -125,15 +125,14 @@ def test_video_without_frames_is_refused():
 
 # ------------------------------------------------------------------ spatial geometry
 
+def any_frame_and_grid(test):
+    """Run a geometry property over drawn frame sizes, grids, patch sizes and seeds."""
+    drawn = given(height=st.integers(1, 2200), width=st.integers(1, 2200),
+                  grid=st.integers(1, 9), patch=st.integers(1, 48), seed=st.integers(0, 2**31))
+    return settings(max_examples=60, deadline=None)(drawn(test))
 
-@settings(max_examples=60, deadline=None)
-@given(
-    height=st.integers(1, 2200),
-    width=st.integers(1, 2200),
-    grid=st.integers(1, 9),
-    patch=st.integers(1, 48),
-    seed=st.integers(0, 2**31),
-)
+
+@any_frame_and_grid
 def test_resize_mode_gives_patches_inside_their_cells(height, width, grid, patch, seed):
     layout = fragment_layout(height, width, grid=grid, patch=patch, rng=clip_rng(seed, 0, 0),
                              small_frames="resize")
@@ -147,14 +146,7 @@ def test_resize_mode_gives_patches_inside_their_cells(height, width, grid, patch
         assert abs(sh - height * k) <= 0.5 + 1e-6 and abs(sw - width * k) <= 0.5 + 1e-6
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    height=st.integers(1, 2200),
-    width=st.integers(1, 2200),
-    grid=st.integers(1, 9),
-    patch=st.integers(1, 48),
-    seed=st.integers(0, 2**31),
-)
+@any_frame_and_grid
 def test_fastvqa_mode_grid_follows_the_original_size(height, width, grid, patch, seed):
     if min(height, width) < patch:
         with pytest.raises(FragmentError, match="small_frames='resize'"):
