@@ -887,6 +887,22 @@ class FeatureStore:
             raise StoreError(f"videos not in store {self.path}: {sorted(unknown)[:5]}")
         return sorted({self._index[v] // self.part_size for v in wanted}), wanted
 
+    def _checked_part_runs(
+        self, branch: str, array: str, parts: Iterable[int], wanted: set[str] | None
+    ) -> Iterator[tuple[PartStatus, np.ndarray, Any, list[list[int]]]]:
+        """For each part with done (and wanted) videos: its status, its offsets and the array's
+        info, both checked against the status, and the runs of done videos to read."""
+        seen: dict = {}
+        for part in parts:
+            status = self.part_status(branch, part)
+            if status is None:
+                continue
+            runs = self._done_runs(status, wanted)
+            if not runs:
+                continue
+            offsets = self.part_offsets(branch, status)
+            yield status, offsets, self.checked_array(branch, status, array, offsets, seen), runs
+
     def iter_rows(
         self, branch: str, array: str, video_ids: Sequence[str] | None = None
     ) -> Iterator[tuple[str, np.ndarray]]:
@@ -898,17 +914,8 @@ class FeatureStore:
         """
         self.branch_config(branch)
         parts, wanted = self._wanted_parts(video_ids)
-        seen: dict = {}
         fix = redo_hint(self.path)
-        for part in parts:
-            status = self.part_status(branch, part)
-            if status is None:
-                continue
-            runs = self._done_runs(status, wanted)
-            if not runs:
-                continue
-            offsets = self.part_offsets(branch, status)
-            info = self.checked_array(branch, status, array, offsets, seen)
+        for status, offsets, info, runs in self._checked_part_runs(branch, array, parts, wanted):
             for run in runs:
                 lo, hi = int(offsets[run[0]]), int(offsets[run[-1] + 1])
                 data = read_rows(info, lo, hi, complete=status.format >= 2, fix=fix)
@@ -932,16 +939,9 @@ class FeatureStore:
 
         self.branch_config(branch)
         fix = redo_hint(self.path)
-        blocks, slices, start, seen = [], {}, 0, {}
-        for part in range(self.n_parts):
-            status = self.part_status(branch, part)
-            if status is None:
-                continue
-            runs = self._done_runs(status, None)
-            if not runs:
-                continue
-            offsets = self.part_offsets(branch, status)
-            info = self.checked_array(branch, status, array, offsets, seen)
+        blocks, slices, start = [], {}, 0
+        parts = range(self.n_parts)
+        for status, offsets, info, runs in self._checked_part_runs(branch, array, parts, None):
             complete = status.format >= 2
             for run in runs:
                 lo, hi = int(offsets[run[0]]), int(offsets[run[-1] + 1])
